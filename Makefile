@@ -1,0 +1,37 @@
+# Fresh machine: `make run` (main job on the bundled sample data) and `make test` (the test suite).
+# Both create the virtual environment and install the pinned dependencies first.
+PYTHON ?= python3.11
+VENV ?= .venv
+LOCK_HASH := $(shell sha1sum requirements.lock | cut -c1-12)
+STAMP := $(VENV)/.installed-$(LOCK_HASH)
+
+export KEDRO_DISABLE_TELEMETRY := 1
+export DO_NOT_TRACK := 1
+export DVC_NO_ANALYTICS := 1
+export GX_ANALYTICS_ENABLED := False
+export MPLBACKEND := Agg
+export PYTHONPATH := $(CURDIR)/src
+
+.PHONY: install run test report clean-outputs
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -r requirements.lock
+	@rm -f $(VENV)/.installed-*
+	touch $@
+
+run: install
+	$(VENV)/bin/kedro run --pipeline=train
+
+report: install
+	$(VENV)/bin/kedro run --pipeline=report
+
+test: install
+	$(VENV)/bin/python -m pytest
+
+clean-outputs:
+	find data/02_intermediate data/03_primary data/04_feature data/05_model_input data/06_models \
+	  data/07_model_output data/08_reporting -mindepth 1 ! -name .gitkeep -delete

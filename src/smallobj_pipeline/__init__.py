@@ -1,0 +1,4 @@
+"""smallobj_pipeline
+"""
+
+__version__ = "0.1"

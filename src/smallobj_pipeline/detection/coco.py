@@ -1,0 +1,346 @@
+"""A COCO detection directory: annotations in memory, images read lazily from disk.
+
+Layout (see SPEC.md): ``root/annotations.json`` in COCO detection format with ``file_name``
+relative to ``root``; optional ``train.json`` / ``val.json`` / ``test.json`` fix the split.
+Category ids may be any integers; they map to contiguous labels ``1..K`` (0 is background)
+in sorted id order, and back to the original ids for output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DatasetError
+from .io import write_json
+
+ANNOTATIONS_FILE = "annotations.json"
+SPLIT_NAMES = ("train", "val", "test")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+REQUIRED_KEYS = ("images", "annotations", "categories")
+IMAGE_FIELDS = ("id", "file_name", "width", "height")
+ANNOTATION_FIELDS = ("id", "image_id", "category_id", "bbox")
+
+
+def load_json(path: str | Path) -> dict[str, Any]:
+    """Read a JSON object, turning every failure into a message that names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: file not found")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(
+            f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot be read ({exc})") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
+    return data
+
+
+def check_structure(data: dict[str, Any], path: str | Path) -> None:
+    """Check the COCO structure (keys, field presence, field types) before anything uses it.
+
+    Value checks (boxes inside images, unique ids, files readable...) belong to
+    :mod:`smallobj_pipeline.detection.validation`; this only makes the data safe to tabulate.
+    """
+    missing = [k for k in REQUIRED_KEYS if k not in data]
+    if missing:
+        raise DatasetError(f"{path}: missing top-level key(s) {missing}; a COCO detection file needs {list(REQUIRED_KEYS)}")
+    for key in REQUIRED_KEYS:
+        if not isinstance(data[key], list):
+            raise DatasetError(f"{path}: '{key}' must be a list, got {type(data[key]).__name__}")
+    for i, img in enumerate(data["images"]):
+        _require_fields(img, IMAGE_FIELDS, f"{path}: images[{i}]")
+        if not isinstance(img["file_name"], str) or not img["file_name"]:
+            raise DatasetError(f"{path}: image id {img['id']}: 'file_name' must be a non-empty string")
+        for f in ("width", "height"):
+            if not _is_number(img[f]):
+                raise DatasetError(f"{path}: image id {img['id']}: '{f}' must be a number, got {img[f]!r}")
+    for i, ann in enumerate(data["annotations"]):
+        _require_fields(ann, ANNOTATION_FIELDS, f"{path}: annotations[{i}]")
+        bbox = ann["bbox"]
+        if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+            raise DatasetError(
+                f"{path}: annotation id {ann['id']} (image id {ann['image_id']}): "
+                f"'bbox' must be [x, y, width, height] numbers, got {bbox!r}"
+            )
+    for i, cat in enumerate(data["categories"]):
+        _require_fields(cat, ("id",), f"{path}: categories[{i}]")
+
+
+def _require_fields(record: Any, fields: tuple[str, ...], where: str) -> None:
+    if not isinstance(record, dict):
+        raise DatasetError(f"{where}: expected an object, got {type(record).__name__}")
+    missing = [f for f in fields if f not in record]
+    if missing:
+        ident = f" (id {record['id']})" if "id" in record else ""
+        raise DatasetError(f"{where}{ident}: missing field(s) {missing}")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def safe_join(root: Path, file_name: str) -> Path:
+    """Join ``file_name`` under ``root``, refusing absolute paths and ``..`` escapes."""
+    if os.path.isabs(file_name) or Path(file_name).is_absolute():
+        raise DatasetError(f"file_name {file_name!r} is an absolute path; it must be relative to {root}")
+    candidate = (root / file_name).resolve()
+    root_resolved = root.resolve()
+    if candidate != root_resolved and root_resolved not in candidate.parents:
+        raise DatasetError(f"file_name {file_name!r} escapes the dataset directory {root}")
+    return candidate
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image as ``uint8``: ``(H, W)`` for 1 channel, ``(H, W, 3)`` for colour.
+
+    Conversions (documented in the README): 16-bit is scaled to 8-bit (``v / 257``); an alpha
+    channel is dropped; palette images become RGB; 2-channel (gray + alpha) keeps the gray.
+    Float or other exotic pixel types are refused with a message naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: image file not found")
+    try:
+        arr = _decode(path)
+    except DatasetError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad file for the user
+        raise DatasetError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from None
+    return to_uint8_gray_or_rgb(arr, path)
+
+
+def _decode(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        return np.asarray(tifffile.imread(path))
+    with Image.open(path) as img:
+        img.load()  # forces full decode: truncated files fail here
+        if img.mode == "P":
+            img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        elif img.mode == "CMYK":
+            img = img.convert("RGB")
+        elif img.mode == "1":
+            img = img.convert("L")
+        return np.asarray(img)
+
+
+def to_uint8_gray_or_rgb(arr: np.ndarray, path: str | Path = "<array>") -> np.ndarray:
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 2, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # channel-first TIFF
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 3 and arr.shape[-1] == 2:
+        arr = arr[..., 0]
+    if arr.ndim == 3 and arr.shape[-1] == 4:
+        arr = arr[..., :3]
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 3)):
+        raise DatasetError(f"{path}: unsupported image shape {arr.shape}; expected 1 or 3 channels (4 with alpha)")
+    if arr.dtype == np.uint8:
+        return np.ascontiguousarray(arr)
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if arr.dtype in (np.uint16, np.int32, np.int64, np.uint32) and arr.size and arr.min() >= 0 and arr.max() <= 65535:
+        return np.round(arr.astype(np.float32) / 257.0).astype(np.uint8)
+    raise DatasetError(
+        f"{path}: unsupported pixel type {arr.dtype} (range {arr.min()}..{arr.max()}); "
+        "convert it to 8- or 16-bit integers"
+    )
+
+
+def image_header(path: str | Path) -> tuple[int, int, int]:
+    """(width, height, channels) of an image file as :func:`read_image` returns it."""
+    arr = read_image(path)
+    h, w = arr.shape[:2]
+    return w, h, 1 if arr.ndim == 2 else arr.shape[2]
+
+
+@dataclass
+class CocoDataset:
+    """COCO annotations of one directory; images are read on demand, never all held."""
+
+    root: Path
+    images: list[dict[str, Any]]
+    annotations: list[dict[str, Any]]
+    categories: list[dict[str, Any]]
+    splits: dict[str, list[int]] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    # ---------------------------------------------------------------- loading and saving
+    @classmethod
+    def from_dir(cls, root: str | Path) -> CocoDataset:
+        root = Path(root)
+        if not root.is_dir():
+            raise DatasetError(f"{root}: dataset directory not found (set dataset.root to a COCO directory)")
+        ann_path = root / ANNOTATIONS_FILE
+        data = load_json(ann_path)
+        check_structure(data, ann_path)
+        ids = {img["id"] for img in data["images"]}
+        splits: dict[str, list[int]] = {}
+        for name in SPLIT_NAMES:
+            split_path = root / f"{name}.json"
+            if not split_path.exists():
+                continue
+            split_data = load_json(split_path)
+            if "images" not in split_data or not isinstance(split_data["images"], list):
+                raise DatasetError(f"{split_path}: missing 'images' list")
+            split_ids = []
+            for i, img in enumerate(split_data["images"]):
+                if not isinstance(img, dict) or "id" not in img:
+                    raise DatasetError(f"{split_path}: images[{i}] has no 'id'")
+                if img["id"] not in ids:
+                    raise DatasetError(f"{split_path}: image id {img['id']} is not in {ann_path}")
+                split_ids.append(img["id"])
+            splits[name] = split_ids
+        return cls(
+            root=root,
+            images=data["images"],
+            annotations=data["annotations"],
+            categories=data["categories"],
+            splits=splits,
+            info=data.get("info", {}) if isinstance(data.get("info", {}), dict) else {},
+        )
+
+    def to_coco_dict(self, image_ids: list[int] | None = None) -> dict[str, Any]:
+        if image_ids is None:
+            images, annotations = self.images, self.annotations
+        else:
+            keep = set(image_ids)
+            images = [img for img in self.images if img["id"] in keep]
+            annotations = [a for a in self.annotations if a["image_id"] in keep]
+        return {
+            "info": self.info,
+            "images": images,
+            "annotations": annotations,
+            "categories": self.categories,
+        }
+
+    def to_dir(self, out_dir: str | Path, link_images: bool = True) -> Path:
+        """Write a self-contained COCO directory: images (hard-linked where possible, else
+        copied), ``annotations.json`` and one ``<split>.json`` per split. Each JSON file is
+        written atomically; images already present with the same size are left alone."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        same_dir = out_dir.resolve() == self.root.resolve()
+        if not same_dir:
+            for img in self.images:
+                src = self.image_path(img)
+                dst = safe_join(out_dir, img["file_name"])
+                if dst.exists() and dst.stat().st_size == src.stat().st_size:
+                    continue
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                tmp = dst.with_name(f".{dst.name}.tmp")
+                tmp.unlink(missing_ok=True)
+                try:
+                    if not link_images:
+                        raise OSError
+                    os.link(src, tmp)
+                except OSError:
+                    shutil.copy2(src, tmp)
+                os.replace(tmp, dst)
+        for name in SPLIT_NAMES:
+            if name not in self.splits:
+                (out_dir / f"{name}.json").unlink(missing_ok=True)
+        for name, ids in self.splits.items():
+            write_json(out_dir / f"{name}.json", self.to_coco_dict(ids), indent=None)
+        write_json(out_dir / ANNOTATIONS_FILE, self.to_coco_dict(), indent=None)
+        return out_dir
+
+    # ---------------------------------------------------------------- lookups
+    @cached_property
+    def images_by_id(self) -> dict[int, dict[str, Any]]:
+        return {img["id"]: img for img in self.images}
+
+    @cached_property
+    def annotations_by_image(self) -> dict[int, list[dict[str, Any]]]:
+        out: dict[int, list[dict[str, Any]]] = {img["id"]: [] for img in self.images}
+        for ann in self.annotations:
+            out.setdefault(ann["image_id"], []).append(ann)
+        return out
+
+    @cached_property
+    def category_ids(self) -> list[int]:
+        return sorted({c["id"] for c in self.categories})
+
+    @cached_property
+    def label_of_category(self) -> dict[int, int]:
+        """Original category id -> contiguous label (1..K; 0 is background)."""
+        return {cid: i + 1 for i, cid in enumerate(self.category_ids)}
+
+    @cached_property
+    def category_of_label(self) -> dict[int, int]:
+        return {label: cid for cid, label in self.label_of_category.items()}
+
+    @property
+    def num_classes(self) -> int:
+        """Number of object classes (without background)."""
+        return len(self.category_ids)
+
+    def category_names(self) -> dict[int, str]:
+        return {c["id"]: str(c.get("name", c["id"])) for c in self.categories}
+
+    def image_path(self, image: dict[str, Any] | int) -> Path:
+        if not isinstance(image, dict):
+            image = self.images_by_id[image]
+        try:
+            return safe_join(self.root, image["file_name"])
+        except DatasetError as exc:
+            raise DatasetError(f"image id {image['id']}: {exc}") from None
+
+    def read_image(self, image: dict[str, Any] | int) -> np.ndarray:
+        if not isinstance(image, dict):
+            image = self.images_by_id[image]
+        try:
+            return read_image(self.image_path(image))
+        except DatasetError as exc:
+            raise DatasetError(f"image id {image['id']}: {exc}") from None
+
+    # ---------------------------------------------------------------- subsets
+    def subset(self, image_ids: list[int] | set[int]) -> CocoDataset:
+        keep = set(image_ids)
+        return CocoDataset(
+            root=self.root,
+            images=[img for img in self.images if img["id"] in keep],
+            annotations=[a for a in self.annotations if a["image_id"] in keep],
+            categories=self.categories,
+            splits={k: [i for i in v if i in keep] for k, v in self.splits.items()},
+            info=self.info,
+        )
+
+    def split(self, name: str) -> CocoDataset:
+        if name not in self.splits:
+            raise DatasetError(f"{self.root}: no '{name}' split (have {sorted(self.splits)})")
+        sub = self.subset(self.splits[name])
+        sub.splits = {name: list(self.splits[name])}
+        return sub
+
+    def fingerprint(self) -> str:
+        """Content hash of annotations, split membership and image file sizes."""
+        h = hashlib.sha256()
+        h.update(json.dumps(self.to_coco_dict(), sort_keys=True, default=str).encode())
+        h.update(json.dumps(self.splits, sort_keys=True).encode())
+        for img in sorted(self.images, key=lambda i: str(i["id"])):
+            try:
+                h.update(f"{img['file_name']}:{self.image_path(img).stat().st_size}".encode())
+            except (OSError, DatasetError):
+                h.update(f"{img['file_name']}:missing".encode())
+        return h.hexdigest()[:16]
+
+    def __len__(self) -> int:
+        return len(self.images)
