@@ -1,0 +1,46 @@
+"""Checkpoint files: written atomically, read with ``torch.load(weights_only=True)`` only."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import WeightsError
+from .io import atomic_write
+
+FORMAT = "smallobj_pipeline/checkpoint-v1"
+
+
+def save_checkpoint(data: dict[str, Any], path: str | Path) -> Path:
+    """``torch.save`` to a temporary file in the same directory, then rename onto ``path``."""
+    payload = dict(data)
+    payload.setdefault("format", FORMAT)
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint or weight file safely.
+
+    Only tensors and plain containers are accepted (``weights_only=True``): a file that carries a
+    pickled object (and so could run code) is refused with :class:`WeightsError`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: checkpoint file not found")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(
+            f"{path}: refused to load: the file contains objects other than tensors and plain "
+            f"containers (untrusted or unsupported content; only weights_only loading is allowed). "
+            f"Detail: {first}"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: not a readable PyTorch file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, dict):
+        raise WeightsError(f"{path}: expected a dict of tensors or a checkpoint dict, got {type(data).__name__}")
+    return data

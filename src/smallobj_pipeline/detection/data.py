@@ -1,0 +1,82 @@
+"""PyTorch view of a :class:`CocoDataset` split for torchvision detection models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .coco import CocoDataset
+from .errors import DatasetError
+
+
+def to_channels(image: np.ndarray, in_channels: int) -> np.ndarray:
+    """Give a uint8 image the model's channel count: (H, W) for 1, (H, W, 3) for 3."""
+    if in_channels == 1:
+        if image.ndim == 3:  # RGB -> luma (ITU-R 601)
+            image = np.round(image[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))
+            image = np.clip(image, 0, 255).astype(np.uint8)
+        return image
+    if in_channels == 3:
+        return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
+    raise DatasetError(f"in_channels must be 1 or 3, got {in_channels}")
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W) or (H, W, C) -> float tensor (C, H, W) in [0, 1]."""
+    t = torch.from_numpy(np.ascontiguousarray(image))
+    t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)
+    return t.float().div_(255.0)
+
+
+class DetectionDataset(Dataset):
+    """Images of ``image_ids`` with targets in torchvision's format.
+
+    Boxes become ``[x1, y1, x2, y2]``; category ids map to contiguous labels; crowd annotations
+    are left out of the targets. ``transform`` is an albumentations pipeline from
+    :mod:`.augment` (train only), or ``None``.
+    """
+
+    def __init__(
+        self,
+        coco: CocoDataset,
+        image_ids: list[int],
+        in_channels: int = 1,
+        transform: Any = None,
+    ):
+        self.coco = coco
+        self.image_ids = list(image_ids)
+        self.in_channels = in_channels
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def boxes_and_labels(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
+        anns = [a for a in self.coco.annotations_by_image.get(image_id, []) if not a.get("iscrowd", 0)]
+        boxes = np.array([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]
+        labels = np.array([self.coco.label_of_category[a["category_id"]] for a in anns], dtype=np.int64)
+        return boxes, labels
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        image_id = self.image_ids[index]
+        image = to_channels(self.coco.read_image(image_id), self.in_channels)
+        boxes, labels = self.boxes_and_labels(image_id)
+        if self.transform is not None:
+            from .augment import apply_transform
+
+            image, boxes, labels = apply_transform(self.transform, image, boxes, labels)
+        target = {
+            "boxes": torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.as_tensor(labels, dtype=torch.int64).reshape(-1),
+            "image_id": torch.tensor(image_id),
+        }
+        return image_to_tensor(image), target
+
+
+def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[list[torch.Tensor], list[dict]]:
+    images, targets = zip(*batch, strict=True)
+    return list(images), list(targets)

@@ -1,0 +1,186 @@
+"""One experiment end to end, as library calls: resolve its config, train it, evaluate it.
+
+An experiment is a named set of overrides of shared defaults (see
+``conf/base/parameters_experiments.yml``). Its resolved config is a plain dict with sections
+``model``, ``training``, ``augmentation``, ``small_object_defaults``, ``evaluation`` and
+``derived`` (what the small-object defaults filled in, and why).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .coco import CocoDataset
+from .data import DetectionDataset
+from .errors import ConfigError, DatasetError
+from .inference import predict_dataset, select_device
+from .trainer import Trainer, TrainConfig
+
+logger = logging.getLogger(__name__)
+
+SECTIONS = ("model", "training", "augmentation", "small_object_defaults", "evaluation", "description")
+NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any] | None) -> dict[str, Any]:
+    """Recursive dict merge: ``override`` wins; nested dicts merge; lists and scalars replace."""
+    out = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def check_experiment_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise ConfigError(
+            f"experiment name {name!r} is not valid: use letters, digits and underscores, starting "
+            "with a letter (it becomes a Kedro namespace and a folder name)"
+        )
+    return name
+
+
+def resolve_experiment(
+    name: str,
+    defaults: dict[str, Any],
+    overrides: dict[str, Any] | None,
+    stats: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Merge ``overrides`` onto ``defaults`` and fill the small-object defaults from ``stats``."""
+    from .anchors import resolve_small_object_defaults
+
+    check_experiment_name(name)
+    overrides = overrides or {}
+    unknown = sorted(set(overrides) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"experiment {name!r}: unknown section(s) {unknown}; valid sections: {list(SECTIONS)}")
+    cfg = deep_merge(defaults, overrides)
+    for section in ("model", "training", "augmentation", "small_object_defaults", "evaluation"):
+        cfg.setdefault(section, {})
+    switches = cfg["small_object_defaults"]
+    model_cfg, derived = resolve_small_object_defaults(dict(cfg["model"]), stats or {}, switches)
+    cfg["model"] = model_cfg
+    cfg["derived"] = derived
+    cfg["name"] = name
+    TrainConfig.from_dict(cfg["training"])  # fail now, not after the data pipeline
+    if derived:
+        logger.info("[%s] small-object defaults: %s", name, derived)
+    return cfg
+
+
+def _split_ids(coco: CocoDataset, split: str) -> list[int]:
+    ids = coco.splits.get(split)
+    if not ids:
+        raise DatasetError(f"{coco.root}: the '{split}' split is empty or missing (splits: {sorted(coco.splits)})")
+    return ids
+
+
+def build_datasets(coco: CocoDataset, cfg: dict[str, Any]) -> tuple[DetectionDataset, DetectionDataset]:
+    from .augment import build_transform
+
+    in_channels = int(cfg["model"].get("in_channels", 1))
+    transform = build_transform(cfg.get("augmentation"), train=True)
+    train_set = DetectionDataset(coco, _split_ids(coco, "train"), in_channels, transform)
+    val_set = DetectionDataset(coco, coco.splits.get("val", []), in_channels, None)
+    return train_set, val_set
+
+
+def train_experiment(
+    coco: CocoDataset, cfg: dict[str, Any], checkpoint_dir: str | Path | None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Train one experiment. Returns ``(model_file, history)``.
+
+    ``model_file`` holds the best epoch's weights, the resolved config that rebuilds the model,
+    the label -> category id mapping and the run's summary numbers.
+    """
+    from .models import build_model, count_parameters
+
+    name = cfg.get("name", "experiment")
+    model = build_model(cfg["model"], num_classes=coco.num_classes)
+    counts = count_parameters(model)
+    logger.info(
+        "[%s] %s Faster R-CNN %s, pretrained=%s: %.2f M parameters (%.2f M trainable)",
+        name, cfg["model"].get("backbone"), cfg["model"].get("variant"), cfg["model"].get("pretrained"),
+        counts["total"] / 1e6, counts["trainable"] / 1e6,
+    )
+    train_set, val_set = build_datasets(coco, cfg)
+    train_cfg = TrainConfig.from_dict(cfg["training"])
+    model_config = dict(getattr(model, "smallobj_config", cfg["model"]))
+    trainer = Trainer(model, train_set, val_set, train_cfg, checkpoint_dir, model_config=model_config, name=name)
+    result = trainer.fit()
+    model_file = {
+        "model": result.best_state,
+        "model_config": model_config,
+        "experiment": cfg,
+        "num_classes": coco.num_classes,
+        "category_of_label": {int(k): int(v) for k, v in coco.category_of_label.items()},
+        "params_total": int(counts["total"]),
+        "params_trainable": int(counts["trainable"]),
+        "best_epoch": int(result.best_epoch),
+        "best_metric": float(result.best_metric),
+        "epochs_run": int(result.epochs_run),
+        "train_seconds": float(result.train_seconds),
+        "seconds_per_epoch": float(result.seconds_per_epoch),
+        "stopped_early": bool(result.stopped_early),
+    }
+    return model_file, result.history
+
+
+def load_model(model_file: dict[str, Any], device: torch.device | str = "cpu") -> torch.nn.Module:
+    """Rebuild the detector from a model file (no pretrained files needed) and load its weights."""
+    from .models import build_model
+
+    model = build_model(model_file["model_config"], num_classes=int(model_file["num_classes"]), load_weights=False)
+    missing, unexpected = model.load_state_dict(model_file["model"], strict=False)
+    if missing or unexpected:
+        raise ConfigError(
+            f"model file does not match its config: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
+        )
+    return model.to(device).eval()
+
+
+def evaluate_experiment(
+    model_file: dict[str, Any], coco: CocoDataset, cfg: dict[str, Any]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Evaluate the best checkpoint on the test split: COCO metrics, IoU per prediction / per
+    ground truth, precision/recall, timing and parameter counts. Returns ``(metrics, predictions)``."""
+    from .metrics import evaluate_detections
+
+    evaluation = cfg.get("evaluation", {})
+    device = select_device(cfg.get("training", {}).get("device", "auto"))
+    model = load_model(model_file, device)
+    in_channels = int(model_file["model_config"].get("in_channels", 1))
+    test_ids = _split_ids(coco, "test")
+    test_set = DetectionDataset(coco, test_ids, in_channels, None)
+    predictions, timing = predict_dataset(
+        model, test_set, device, batch_size=int(evaluation.get("batch_size", 1)), time_images=True
+    )
+    metrics = evaluate_detections(
+        coco.to_coco_dict(test_ids),
+        predictions,
+        score_threshold=float(evaluation.get("score_threshold", 0.5)),
+        per_class=True,
+    )
+    metrics.update(
+        {
+            "experiment": cfg.get("name"),
+            "params_total": model_file["params_total"],
+            "params_trainable": model_file["params_trainable"],
+            "best_epoch": model_file["best_epoch"],
+            "epochs_run": model_file["epochs_run"],
+            "train_seconds": model_file["train_seconds"],
+            "seconds_per_epoch": model_file["seconds_per_epoch"],
+            "infer_ms_per_image": timing.get("ms_per_image", float("nan")),
+            "test_images": len(test_ids),
+            "device": str(device),
+        }
+    )
+    return metrics, predictions

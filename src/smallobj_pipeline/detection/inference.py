@@ -1,0 +1,76 @@
+"""Running a detector over a dataset: predictions in COCO results format, with timing."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from .data import DetectionDataset, collate
+
+
+def select_device(requested: str = "auto") -> torch.device:
+    """``auto``: CUDA when available, else CPU. An explicit ``cuda`` without a GPU is an error."""
+    if requested in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device '{requested}' was requested but CUDA is not available on this machine")
+    return device
+
+
+@torch.inference_mode()
+def predict_dataset(
+    model: torch.nn.Module,
+    dataset: DetectionDataset,
+    device: torch.device,
+    batch_size: int = 2,
+    num_workers: int = 0,
+    amp: bool = False,
+    time_images: bool = False,
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Predict every image of ``dataset``.
+
+    Returns ``(results, timing)``: ``results`` in COCO results format (original image and
+    category ids, ``bbox`` as ``[x, y, w, h]``), and ``timing`` with ``ms_per_image`` (median
+    over batches after the first, i.e. warm) when ``time_images`` is set.
+    """
+    from .metrics import predictions_to_coco
+
+    was_training = model.training
+    model.eval()
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=device.type == "cuda",
+    )
+    results: list[dict[str, Any]] = []
+    per_image_ms: list[float] = []
+    use_amp = amp and device.type == "cuda"
+    for images, targets in loader:
+        images = [im.to(device, non_blocking=True) for im in images]
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        with torch.autocast(device_type=device.type, enabled=use_amp):
+            outputs = model(images)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed = (time.perf_counter() - start) * 1000.0
+        if time_images:
+            per_image_ms.append(elapsed / len(images))
+        outputs = [{k: v.detach().float().cpu() for k, v in out.items()} for out in outputs]
+        image_ids = [int(t["image_id"]) for t in targets]
+        results.extend(predictions_to_coco(outputs, image_ids, dataset.coco.category_of_label))
+    model.train(was_training)
+    timing: dict[str, float] = {}
+    if per_image_ms:
+        warm = per_image_ms[1:] if len(per_image_ms) > 1 else per_image_ms
+        timing["ms_per_image"] = float(statistics.median(warm))
+    return results, timing

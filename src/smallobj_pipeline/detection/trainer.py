@@ -1,0 +1,517 @@
+"""Training loop for torchvision detectors, in the style of torchvision's references/detection.
+
+One job: fit a model on a train :class:`DetectionDataset`, validate every epoch with the
+project's single metric implementation (:mod:`.metrics`), keep the best and the last
+checkpoint, stop early, resume. No Kedro in here.
+
+CPU and GPU: mixed precision, ``cudnn.benchmark``, channels-last, loader workers and pinned
+memory are switched on only when the device is CUDA. Under ``torchrun`` (``WORLD_SIZE > 1``)
+the model is wrapped in DistributedDataParallel (SyncBatchNorm on request) and only rank 0
+validates, logs and writes files.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, RandomSampler
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import DetectionDataset, collate
+from .errors import ConfigError
+from .inference import predict_dataset, select_device
+
+logger = logging.getLogger(__name__)
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("none", "step", "multistep", "cosine", "plateau")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, divergence); the message says where and why."""
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of the training loop. Unknown keys are refused (see :meth:`from_dict`)."""
+
+    epochs: int = 10
+    batch_size: int = 4
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    backbone_lr_mult: float = 1.0  # < 1 gives the (pretrained) backbone a lower learning rate
+    warmup_iters: int = 50
+    warmup_factor: float = 0.001
+    schedule: str = "cosine"
+    step_size: int = 10  # epochs, for "step"
+    milestones: list[int] = field(default_factory=lambda: [8, 11])  # epochs, for "multistep"
+    gamma: float = 0.1  # decay factor for step / multistep / plateau
+    plateau_patience: int = 3
+    min_lr_ratio: float = 0.0  # cosine floor, as a fraction of the base learning rate
+    grad_clip_norm: float | None = None
+    accumulate_steps: int = 1
+    early_stopping_patience: int | None = None  # epochs without improvement of the metric
+    monitor: str = "map_50"
+    val_every: int = 1
+    val_loss: bool = True
+    score_threshold: float = 0.5
+    amp: bool = True  # CUDA only
+    cudnn_benchmark: bool = True  # CUDA only
+    channels_last: bool = False  # CUDA only
+    num_workers: int | str = "auto"  # "auto": 0 on CPU, min(4, cpus) on CUDA
+    device: str = "auto"
+    seed: int = 42
+    deterministic: bool = True
+    resume: bool = False
+    log_every: int = 10  # steps
+    divergence_factor: float = 20.0  # loss above this multiple of the first epoch's mean -> error
+    sync_bn: bool = False
+
+    @classmethod
+    def from_dict(cls, cfg: dict[str, Any] | None) -> TrainConfig:
+        cfg = dict(cfg or {})
+        valid = {f.name for f in fields(cls)}
+        unknown = sorted(set(cfg) - valid)
+        if unknown:
+            raise ConfigError(f"unknown training setting(s) {unknown}; valid settings: {sorted(valid)}")
+        tc = cls(**cfg)
+        tc.validate()
+        return tc
+
+    def validate(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"training.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"training.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        for name in ("epochs", "batch_size", "accumulate_steps", "val_every"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"training.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ConfigError(f"training.lr must be > 0, got {self.lr}")
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, Any]]
+    best_epoch: int
+    best_metric: float
+    epochs_run: int
+    train_seconds: float
+    seconds_per_epoch: float
+    best_state: dict[str, torch.Tensor]
+    stopped_early: bool = False
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if deterministic and not torch.cuda.is_available():
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _fmt_seconds(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h:d}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def _distributed() -> tuple[bool, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    return world > 1, rank, world
+
+
+class LRPolicy:
+    """Per-iteration multiplier = linear warm-up x schedule (closed form, so it resumes exactly)."""
+
+    def __init__(self, cfg: TrainConfig, iters_per_epoch: int):
+        self.cfg = cfg
+        self.iters_per_epoch = max(1, iters_per_epoch)
+        self.total_iters = self.iters_per_epoch * cfg.epochs
+        self.plateau_scale = 1.0
+        self._plateau_best = -math.inf
+        self._plateau_bad = 0
+
+    def __call__(self, it: int) -> float:
+        cfg = self.cfg
+        warm = 1.0
+        if cfg.warmup_iters > 0 and it < cfg.warmup_iters:
+            alpha = it / cfg.warmup_iters
+            warm = cfg.warmup_factor * (1 - alpha) + alpha
+        epoch = it // self.iters_per_epoch
+        if cfg.schedule == "step":
+            sched = cfg.gamma ** (epoch // max(1, cfg.step_size))
+        elif cfg.schedule == "multistep":
+            sched = cfg.gamma ** bisect.bisect_right(sorted(cfg.milestones), epoch)
+        elif cfg.schedule == "cosine":
+            progress = min(1.0, it / max(1, self.total_iters))
+            sched = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        elif cfg.schedule == "plateau":
+            sched = self.plateau_scale
+        else:
+            sched = 1.0
+        return warm * sched
+
+    def epoch_end(self, metric: float | None) -> None:
+        if self.cfg.schedule != "plateau" or metric is None:
+            return
+        if metric > self._plateau_best + 1e-6:
+            self._plateau_best, self._plateau_bad = metric, 0
+        else:
+            self._plateau_bad += 1
+            if self._plateau_bad > self.cfg.plateau_patience:
+                self.plateau_scale *= self.cfg.gamma
+                self._plateau_bad = 0
+                logger.info("validation %s has not improved: learning rate x%.3g", self.cfg.monitor, self.cfg.gamma)
+
+    def state_dict(self) -> dict[str, float]:
+        return {"plateau_scale": self.plateau_scale, "plateau_best": self._plateau_best, "plateau_bad": self._plateau_bad}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.plateau_scale = float(state["plateau_scale"])
+        self._plateau_best = float(state["plateau_best"])
+        self._plateau_bad = int(state["plateau_bad"])
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Two parameter groups: the backbone body (``lr * backbone_lr_mult``) and the rest."""
+    body = getattr(getattr(model, "backbone", None), "body", None)
+    body_ids = {id(p) for p in body.parameters()} if body is not None else set()
+    backbone = [p for p in model.parameters() if p.requires_grad and id(p) in body_ids]
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in body_ids]
+    groups = [{"params": rest, "lr": cfg.lr, "name": "heads"}]
+    if backbone:
+        groups.append({"params": backbone, "lr": cfg.lr * cfg.backbone_lr_mult, "name": "backbone"})
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+class Trainer:
+    """Fit ``model`` on ``train_set``, validating on ``val_set`` every ``val_every`` epochs.
+
+    ``checkpoint_dir`` receives ``last.pt`` (full state, every epoch) and ``best.pt`` (weights of
+    the best epoch by ``monitor``); both written atomically. ``model_config`` is stored in them
+    so the model can be rebuilt.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        train_set: DetectionDataset,
+        val_set: DetectionDataset | None,
+        cfg: TrainConfig,
+        checkpoint_dir: str | Path | None = None,
+        model_config: dict[str, Any] | None = None,
+        name: str = "experiment",
+    ):
+        self.cfg = cfg
+        self.name = name
+        self.device = select_device(cfg.device)
+        self.distributed, self.rank, self.world = _distributed()
+        self.is_main = self.rank == 0
+        self.model = model
+        self.train_set = train_set
+        self.val_set = val_set
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.model_config = model_config or getattr(model, "smallobj_config", {})
+        self.val_gt = (
+            val_set.coco.to_coco_dict(val_set.image_ids) if val_set is not None and len(val_set) else None
+        )
+
+    # ------------------------------------------------------------------ set-up helpers
+    def _loader(self, epoch: int) -> DataLoader:
+        cfg = self.cfg
+        cuda = self.device.type == "cuda"
+        workers = cfg.num_workers
+        if workers == "auto":
+            workers = min(4, os.cpu_count() or 1) if cuda else 0
+        generator = torch.Generator().manual_seed(cfg.seed + epoch)
+        if self.distributed:
+            from torch.utils.data.distributed import DistributedSampler
+
+            sampler = DistributedSampler(self.train_set, shuffle=True, seed=cfg.seed)
+            sampler.set_epoch(epoch)
+        else:
+            sampler = RandomSampler(self.train_set, generator=generator)
+        base_seed = cfg.seed + 1000 * epoch
+
+        def _worker_init(worker_id: int) -> None:
+            s = base_seed + worker_id
+            random.seed(s)
+            np.random.seed(s % (2**32))
+            torch.manual_seed(s)
+            tr = getattr(torch.utils.data.get_worker_info().dataset, "transform", None)
+            if tr is not None and hasattr(tr, "set_random_seed"):
+                tr.set_random_seed(s)
+
+        return DataLoader(
+            self.train_set,
+            batch_size=cfg.batch_size,
+            sampler=sampler,
+            num_workers=int(workers),
+            collate_fn=collate,
+            pin_memory=cuda,
+            persistent_workers=False,
+            worker_init_fn=_worker_init if int(workers) > 0 else None,
+            drop_last=False,
+        )
+
+    def _ckpt(self, name: str) -> Path | None:
+        return self.checkpoint_dir / name if self.checkpoint_dir else None
+
+    # ------------------------------------------------------------------ main loop
+    def fit(self) -> TrainResult:
+        cfg = self.cfg
+        seed_everything(cfg.seed, cfg.deterministic)
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.backends.cudnn.benchmark = bool(cfg.cudnn_benchmark)
+        model = self.model.to(self.device)
+        if cuda and cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if self.distributed:
+            import torch.distributed as dist
+
+            if not dist.is_initialized():
+                dist.init_process_group(backend="nccl" if cuda else "gloo")
+            if cfg.sync_bn:
+                model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            if cuda:
+                torch.cuda.set_device(self.device)
+            ddp = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if cuda else None
+            )
+            train_model, core = ddp, model
+        else:
+            train_model, core = model, model
+
+        optimizer = build_optimizer(core, cfg)
+        iters_per_epoch = math.ceil(len(self._loader(0)) / cfg.accumulate_steps)
+        policy = LRPolicy(cfg, iters_per_epoch)
+        # a plain lambda: LambdaLR would pickle a callable object's __dict__ into its state
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: policy(it))
+        scaler = torch.amp.GradScaler("cuda", enabled=cuda and cfg.amp)
+
+        history: list[dict[str, Any]] = []
+        start_epoch = 0
+        best_metric, best_epoch, bad_epochs = -math.inf, -1, 0
+        best_state: dict[str, torch.Tensor] | None = None
+        prior_seconds = 0.0
+        last_path = self._ckpt("last.pt")
+        if cfg.resume and last_path is not None and last_path.is_file():
+            state = load_checkpoint(last_path)
+            core.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            policy.load_state_dict(state["lr_policy"])
+            scaler.load_state_dict(state["scaler"]) if state.get("scaler") else None
+            history = list(state["history"])
+            start_epoch = int(state["epoch"]) + 1
+            best_metric, best_epoch = float(state["best_metric"]), int(state["best_epoch"])
+            bad_epochs = int(state["bad_epochs"])
+            prior_seconds = float(state.get("train_seconds", 0.0))
+            best_path = self._ckpt("best.pt")
+            if best_path is not None and best_path.is_file():
+                best_state = load_checkpoint(best_path)["model"]
+            logger.info("[%s] resuming from %s at epoch %d/%d", self.name, last_path, start_epoch + 1, cfg.epochs)
+        elif cfg.resume:
+            logger.info("[%s] resume requested but no checkpoint at %s: starting from scratch", self.name, last_path)
+
+        fit_start = time.perf_counter()
+        first_epoch_loss: float | None = history[0]["train_loss"] if history else None
+        stopped_early = False
+        epoch = start_epoch - 1
+        for epoch in range(start_epoch, cfg.epochs):
+            if bad_epochs and cfg.early_stopping_patience and bad_epochs >= cfg.early_stopping_patience:
+                stopped_early = True
+                break
+            epoch_start = time.perf_counter()
+            seed_everything(cfg.seed + epoch, cfg.deterministic)
+            tr = self.train_set.transform
+            if tr is not None and hasattr(tr, "set_random_seed"):
+                tr.set_random_seed(cfg.seed + epoch)
+            loader = self._loader(epoch)
+            train_model.train()
+            sums: dict[str, float] = {}
+            n_steps = len(loader)
+            optimizer.zero_grad(set_to_none=True)
+            for step, (images, targets) in enumerate(loader):
+                images = [im.to(self.device, non_blocking=True) for im in images]
+                if cuda and cfg.channels_last:
+                    images = [im.contiguous(memory_format=torch.channels_last) for im in images]
+                targets = [{k: v.to(self.device, non_blocking=True) for k, v in t.items()} for t in targets]
+                with torch.autocast(device_type=self.device.type, enabled=cuda and cfg.amp):
+                    loss_dict = train_model(images, targets)
+                    loss = sum(loss_dict.values())
+                loss_value = float(loss.detach())
+                if not math.isfinite(loss_value):
+                    parts = ", ".join(f"{k}={float(v):.4g}" for k, v in loss_dict.items())
+                    kept = f"; the last good checkpoint is kept at {last_path}" if last_path and last_path.exists() else ""
+                    raise TrainingError(
+                        f"[{self.name}] non-finite loss ({loss_value}) at epoch {epoch + 1}, step {step + 1} "
+                        f"({parts}). The learning rate ({optimizer.param_groups[0]['lr']:.3g}) is probably too "
+                        f"high for this model: lower training.lr or set training.grad_clip_norm{kept}."
+                    )
+                scaler.scale(loss / cfg.accumulate_steps).backward()
+                if (step + 1) % cfg.accumulate_steps == 0 or step + 1 == n_steps:
+                    if cfg.grad_clip_norm:
+                        scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(core.parameters(), cfg.grad_clip_norm)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+                    scheduler.step()
+                for k, v in loss_dict.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                sums["loss"] = sums.get("loss", 0.0) + loss_value
+                if self.is_main and ((step + 1) % cfg.log_every == 0 or step + 1 == n_steps):
+                    elapsed = time.perf_counter() - epoch_start
+                    eta_epoch = elapsed / (step + 1) * (n_steps - step - 1)
+                    logger.info(
+                        "[%s] epoch %d/%d step %d/%d loss %.4f lr %.3g | epoch ETA %s",
+                        self.name, epoch + 1, cfg.epochs, step + 1, n_steps, sums["loss"] / (step + 1),
+                        optimizer.param_groups[0]["lr"], _fmt_seconds(eta_epoch),
+                    )
+            train_loss = sums["loss"] / max(1, n_steps)
+            if first_epoch_loss is None:
+                first_epoch_loss = train_loss
+            elif train_loss > cfg.divergence_factor * first_epoch_loss:
+                raise TrainingError(
+                    f"[{self.name}] training diverged at epoch {epoch + 1}: mean loss {train_loss:.4g} is over "
+                    f"{cfg.divergence_factor:g}x the first epoch's ({first_epoch_loss:.4g}). The learning rate "
+                    f"({cfg.lr:g}) is too high for this model: lower training.lr."
+                )
+            row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss}
+            row.update({f"train_{k}": v / max(1, n_steps) for k, v in sums.items() if k != "loss"})
+            row["lr"] = optimizer.param_groups[0]["lr"]
+            row["train_seconds"] = time.perf_counter() - epoch_start
+
+            metric_value: float | None = None
+            if self.is_main and self.val_set is not None and len(self.val_set) and (
+                (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs
+            ):
+                val_start = time.perf_counter()
+                row.update(self.validate(core))
+                row["val_seconds"] = time.perf_counter() - val_start
+                metric_value = row.get(cfg.monitor)
+            policy.epoch_end(metric_value)
+            row["epoch_seconds"] = time.perf_counter() - epoch_start
+            history.append(row)
+
+            improved = metric_value is not None and metric_value > best_metric + 1e-9
+            if improved:
+                best_metric, best_epoch, bad_epochs = float(metric_value), epoch + 1, 0
+                best_state = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
+                if self.is_main and self._ckpt("best.pt") is not None:
+                    save_checkpoint(
+                        {"model": best_state, "config": self.model_config, "epoch": epoch, "metrics": row},
+                        self._ckpt("best.pt"),
+                    )
+            elif metric_value is not None:
+                bad_epochs += 1
+            train_seconds = prior_seconds + (time.perf_counter() - fit_start)
+            if self.is_main and last_path is not None:
+                save_checkpoint(
+                    {
+                        "model": core.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "lr_policy": policy.state_dict(),
+                        "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+                        "epoch": epoch,
+                        "history": history,
+                        "best_metric": best_metric,
+                        "best_epoch": best_epoch,
+                        "bad_epochs": bad_epochs,
+                        "train_seconds": train_seconds,
+                        "config": self.model_config,
+                        "train_config": asdict(cfg),
+                    },
+                    last_path,
+                )
+            if self.is_main:
+                done = epoch + 1 - start_epoch
+                eta = (time.perf_counter() - fit_start) / done * (cfg.epochs - epoch - 1)
+                val_txt = " ".join(
+                    f"{k} {row[k]:.4f}" for k in ("val_loss", "map_50", "map", "iou_per_prediction", "iou_per_gt") if k in row
+                )
+                logger.info(
+                    "[%s] epoch %d/%d done in %s: train_loss %.4f %s%s | ETA %s",
+                    self.name, epoch + 1, cfg.epochs, _fmt_seconds(row["epoch_seconds"]), train_loss, val_txt,
+                    " (best)" if improved else "", _fmt_seconds(eta),
+                )
+            if cfg.early_stopping_patience and bad_epochs >= cfg.early_stopping_patience:
+                logger.info(
+                    "[%s] early stopping: %s has not improved for %d epochs (best %.4f at epoch %d)",
+                    self.name, cfg.monitor, bad_epochs, best_metric, best_epoch,
+                )
+                stopped_early = True
+                break
+
+        if best_state is None:  # no validation ran: the last weights are the result
+            best_state = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
+            best_epoch = len(history)
+        train_seconds = prior_seconds + (time.perf_counter() - fit_start)
+        epochs_run = len(history)
+        epoch_secs = [r["epoch_seconds"] for r in history if "epoch_seconds" in r]
+        return TrainResult(
+            history=history,
+            best_epoch=best_epoch,
+            best_metric=best_metric if math.isfinite(best_metric) else float("nan"),
+            epochs_run=epochs_run,
+            train_seconds=train_seconds,
+            seconds_per_epoch=float(np.mean(epoch_secs)) if epoch_secs else 0.0,
+            best_state=best_state,
+            stopped_early=stopped_early,
+        )
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, model: torch.nn.Module) -> dict[str, float]:
+        from .metrics import evaluate_detections
+
+        out: dict[str, float] = {}
+        if self.cfg.val_loss:
+            out["val_loss"] = self._val_loss(model)
+        results, _ = predict_dataset(model, self.val_set, self.device, batch_size=self.cfg.batch_size)
+        metrics = evaluate_detections(
+            self.val_gt, results, score_threshold=self.cfg.score_threshold, per_class=False
+        )
+        for key in ("map", "map_50", "map_75", "map_small", "iou_per_prediction", "iou_per_gt", "precision", "recall"):
+            if key in metrics:
+                out[key] = float(metrics[key])
+        return out
+
+    @torch.no_grad()
+    def _val_loss(self, model: torch.nn.Module) -> float:
+        """Detection losses on the validation split: train-mode forward (torchvision returns
+        losses only then) with every normalisation layer kept in eval mode, no gradients."""
+        was_training = model.training
+        model.train()
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._NormBase | torch.nn.GroupNorm):
+                m.eval()
+        loader = DataLoader(self.val_set, batch_size=self.cfg.batch_size, shuffle=False, collate_fn=collate)
+        total, n = 0.0, 0
+        for images, targets in loader:
+            images = [im.to(self.device) for im in images]
+            targets = [{k: v.to(self.device) for k, v in t.items()} for t in targets]
+            losses = model(images, targets)
+            total += float(sum(losses.values()))
+            n += 1
+        model.train(was_training)
+        return total / max(1, n)

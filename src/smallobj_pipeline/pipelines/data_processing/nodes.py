@@ -1,0 +1,79 @@
+"""Thin Kedro nodes over :mod:`smallobj_pipeline.detection` (no data logic lives here)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from smallobj_pipeline.detection.coco import CocoDataset
+from smallobj_pipeline.detection.io import write_json
+from smallobj_pipeline.detection.sample_data import dataset_exists, generate_sample_dataset
+from smallobj_pipeline.detection.split import assign_splits
+from smallobj_pipeline.detection.stats import compute_stats, plot_stats
+from smallobj_pipeline.detection.validation import apply_policy, validate_dataset
+
+logger = logging.getLogger(__name__)
+
+
+def load_raw_dataset(dataset: dict[str, Any]) -> CocoDataset:
+    """Read the COCO directory at ``dataset.root``; create the bundled sample there first when
+    ``dataset.root`` is the sample's location and it does not exist yet."""
+    root = Path(dataset["root"])
+    sample = dataset.get("sample") or {}
+    if sample and root.resolve() == Path(sample["root"]).resolve() and not dataset_exists(root):
+        gen = {k: v for k, v in sample.items() if k != "root"}
+        logger.info("Generating the bundled sample dataset in %s (%s)", root, gen)
+        generate_sample_dataset(root, **gen)
+    coco = CocoDataset.from_dir(root)
+    logger.info(
+        "Loaded %s: %d images, %d annotations, %d categories%s",
+        root, len(coco.images), len(coco.annotations), len(coco.categories),
+        f", split files {sorted(coco.splits)}" if coco.splits else "",
+    )
+    return coco
+
+
+def validate_coco(coco: CocoDataset, validation: dict[str, Any]) -> tuple[CocoDataset, dict[str, Any]]:
+    """great-expectations checks; the full result is written to ``validation.report_path`` even
+    when the run stops on a failure (policy ``fail``); policy ``drop`` removes and reports."""
+    outcome = validate_dataset(
+        coco,
+        allowed_channels=tuple(validation.get("allowed_channels", (1, 3))),
+        bbox_tolerance=float(validation.get("bbox_tolerance", 0.5)),
+    )
+    report = outcome.to_dict()
+    report["policy"] = validation.get("policy", "fail")
+    write_json(validation["report_path"], report)
+    if outcome.success:
+        logger.info("Validation passed: %d checks", len(outcome.checks))
+    else:
+        logger.warning("Validation found problems:\n%s", outcome.summary())
+    clean, dropped = apply_policy(coco, outcome, report["policy"])
+    if dropped:
+        report["dropped"] = dropped
+        write_json(validation["report_path"], report)
+        logger.warning(
+            "Policy 'drop': dropped %d images and %d annotations (listed in %s)",
+            len(dropped.get("dropped_images", [])), len(dropped.get("dropped_annotations", [])),
+            validation["report_path"],
+        )
+    return clean, report
+
+
+def split_coco(coco: CocoDataset, split: dict[str, Any]) -> CocoDataset:
+    result = assign_splits(
+        coco,
+        ratios=dict(split.get("ratios", {"train": 0.7, "val": 0.15, "test": 0.15})),
+        seed=int(split.get("seed", 42)),
+        use_existing=bool(split.get("use_existing", True)),
+    )
+    logger.info("Split: %s", {k: len(v) for k, v in result.splits.items()})
+    return result
+
+
+def dataset_statistics(coco: CocoDataset) -> tuple[dict[str, Any], Figure]:
+    stats = compute_stats(coco)
+    return stats, plot_stats(stats)

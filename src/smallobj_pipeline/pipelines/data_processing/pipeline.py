@@ -1,0 +1,26 @@
+from kedro.pipeline import Pipeline, node
+
+from .nodes import dataset_statistics, load_raw_dataset, split_coco, validate_coco
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            node(load_raw_dataset, "params:dataset", "raw_coco", name="load_raw_dataset", tags=["data"]),
+            node(
+                validate_coco,
+                ["raw_coco", "params:validation"],
+                ["validated_coco", "validation_report"],
+                name="validate_dataset",
+                tags=["data", "validation"],
+            ),
+            node(split_coco, ["validated_coco", "params:split"], "model_input_coco", name="split_dataset", tags=["data"]),
+            node(
+                dataset_statistics,
+                "model_input_coco",
+                ["dataset_stats", "dataset_stats_plot"],
+                name="dataset_statistics",
+                tags=["data", "report"],
+            ),
+        ]
+    )

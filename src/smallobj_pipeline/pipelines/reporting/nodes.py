@@ -1,0 +1,55 @@
+"""Thin node over :mod:`smallobj_pipeline.detection.report`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from smallobj_pipeline.detection import report as rep
+from smallobj_pipeline.detection.coco import CocoDataset
+from smallobj_pipeline.detection.errors import DatasetError
+
+logger = logging.getLogger(__name__)
+
+
+def build_report(reporting: dict[str, Any], *after: Any) -> tuple[pd.DataFrame, str, dict[str, Any]]:
+    """Collect every experiment present, write the table, the plots and the HTML report.
+
+    ``after`` only orders this node after the experiments' evaluations in the train pipeline.
+    """
+    runs = rep.collect_runs(reporting["reporting_dir"], reporting["models_dir"], reporting["predictions_dir"])
+    table = rep.comparison_table(runs)
+    figures = {f"curve_{k}": fig for k, fig in rep.metric_curves(runs).items()}
+    pr = rep.pr_curves(runs)
+    if pr is not None:
+        figures["pr_curves"] = pr
+    dataset_dir = Path(reporting["dataset_dir"])
+    if (dataset_dir / "annotations.json").is_file():
+        grid = rep.prediction_grid(
+            CocoDataset.from_dir(dataset_dir), runs,
+            num_images=int(reporting.get("example_images", 4)),
+            score_threshold=float(reporting.get("score_threshold", 0.5)),
+        )
+        if grid is not None:
+            figures["predictions"] = grid
+    pngs = {name: rep.figure_png(fig) for name, fig in figures.items()}
+    for name, path in (reporting.get("embed_plots") or {}).items():
+        path = Path(path)
+        if path.is_file():
+            pngs[name] = rep.check_png(path.read_bytes(), str(path))
+        else:
+            logger.warning("Report: %s not found, section '%s' left out", path, name)
+    stats = None
+    stats_path = Path(reporting.get("dataset_stats", ""))
+    if stats_path.is_file():
+        try:
+            stats = json.loads(stats_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{stats_path}: invalid JSON ({exc.msg})") from None
+    html_text = rep.render_html(table, pngs, stats, title=reporting.get("title", "smallobj_pipeline report"))
+    logger.info("Report: %d experiment(s): %s", len(runs), ", ".join(r.name for r in runs))
+    return table, html_text, {name: png for name, png in pngs.items() if name not in (reporting.get("embed_plots") or {})}
