@@ -1,0 +1,418 @@
+"""The project's one implementation of the detection metrics (per-epoch validation and test).
+
+:func:`evaluate_detections` takes a COCO ground-truth dict (``images``, ``annotations``,
+``categories``) and COCO results (``image_id``, ``category_id``, ``bbox`` = ``[x, y, w, h]``,
+``score``) and returns a flat dict:
+
+COCO numbers (``COCOeval``, ``iouType="bbox"``, every prediction regardless of the score
+threshold, as COCO does):
+
+- ``map`` AP@[.5:.95], ``map_50`` AP@.5, ``map_75`` AP@.75, ``map_small`` / ``map_medium`` /
+  ``map_large`` (area < 32^2, 32^2..96^2, > 96^2), all at the largest maxDets;
+- ``ar_100``: AR@[.5:.95] at the largest maxDets (the key keeps COCO's usual name; the maxDets
+  actually used is in ``ar_max_dets``).
+- A value of ``-1.0`` means "undefined" exactly as in COCO: no ground truth in that area range
+  (for example ``map_large`` on a dataset of small objects, or every AP on a split without
+  annotations). Empty predictions give ``0.0`` wherever ground truth exists.
+
+maxDets: COCO's default ``[1, 10, 100]`` silently ignores detections beyond 100 per image and
+category, which under-counts recall on images holding many small objects. With
+``max_dets=None`` the last value is raised to ``max(100, most ground-truth objects in an image,
+most predictions for an image)``; an int sets it explicitly. The numbers are computed here from
+COCOeval's accumulated ``eval["precision"]`` / ``eval["recall"]`` arrays with the same formula
+as COCO's ``summarize`` (mean of the entries > -1), because pycocotools' ``summarize`` looks up
+``maxDets == 100`` for AP@[.5:.95] and gives -1 when that value was raised. With
+``maxDets = [1, 10, 100]`` the numbers equal ``COCOeval.summarize()``'s ``stats``.
+
+Backends: ``"faster_coco_eval"`` (``faster_coco_eval.COCOeval_faster``, C++; default) or
+``"pycocotools"``; both give the same arrays (checked by the tests to 1e-6).
+
+Project metrics (score >= ``score_threshold``; crowd ground truth, ``iscrowd=1``, is left out as
+it is of the training targets):
+
+- ``iou_per_prediction``: mean over predictions of the best IoU with any ground-truth box of the
+  same image (any category); ``0.0`` when there are no predictions.
+- ``iou_per_gt``: mean over ground-truth boxes of the best IoU with any prediction of the same
+  image (0 where none); ``0.0`` when there is no ground truth.
+- ``precision`` / ``recall`` at IoU 0.5: greedy one-to-one matching per image and category by
+  descending score (a match needs IoU >= 0.5, as in COCO); ``0.0`` when the denominator is 0.
+- ``num_predictions`` (score >= threshold), ``num_predictions_all`` (all, as COCOeval saw them),
+  ``num_gt`` (non-crowd ground-truth boxes), ``num_images``.
+
+Curves and per class:
+
+- ``pr_curve``: ``{"iou": 0.5, "recall": [0, 0.01, ..., 1] (101 points), "precision": [...]}``,
+  COCO's interpolated precision at IoU 0.5, area "all", the largest maxDets, averaged over the
+  categories that have ground truth. COCO's -1 (category without ground truth) is left out of
+  the average; a recall point where no category is defined is stored as ``None`` (JSON null).
+- ``per_class_ap``: ``{category name: {"ap": AP@[.5:.95], "ap_50": AP@.5}}``, only when
+  ``per_class`` is set and the ground truth declares more than one category (-1.0: no ground
+  truth of that category).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError, DatasetError
+
+BACKENDS = ("faster_coco_eval", "pycocotools")
+COCO_KEYS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "ar_100")
+MATCH_IOU = 0.5
+
+
+# ---------------------------------------------------------------------------- public API
+def evaluate_detections(
+    gt: dict[str, Any],
+    predictions: list[dict[str, Any]],
+    score_threshold: float = 0.5,
+    max_dets: int | None = None,
+    per_class: bool = True,
+    backend: str = "faster_coco_eval",
+) -> dict[str, Any]:
+    """COCO bbox metrics plus IoU per prediction / per ground truth and precision / recall.
+
+    See the module docstring for every key and convention. Raises :class:`DatasetError` when a
+    prediction names an image or category that ``gt`` lacks, :class:`ConfigError` for a bad
+    ``backend`` or ``max_dets``.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"evaluation backend must be one of {list(BACKENDS)}, got {backend!r}")
+    gt = _normalise_gt(gt)
+    predictions = _check_predictions(gt, predictions)
+
+    gt_per_image: dict[Any, int] = defaultdict(int)
+    for ann in gt["annotations"]:
+        gt_per_image[ann["image_id"]] += 1
+    pred_per_image: dict[Any, int] = defaultdict(int)
+    for p in predictions:
+        pred_per_image[p["image_id"]] += 1
+    if max_dets is None:
+        largest = max(100, max(gt_per_image.values(), default=0), max(pred_per_image.values(), default=0))
+    else:
+        if isinstance(max_dets, bool) or not isinstance(max_dets, int | np.integer) or max_dets < 1:
+            raise ConfigError(f"max_dets must be a positive integer or null, got {max_dets!r}")
+        largest = int(max_dets)
+    max_dets_list = [m for m in (1, 10) if m < largest] + [largest]
+
+    coco_eval = _run_cocoeval(gt, predictions, max_dets_list, backend)
+    out: dict[str, Any] = summarize_cocoeval(coco_eval.eval, coco_eval.params)
+    out["ar_max_dets"] = largest
+
+    thresholded = [p for p in predictions if float(p["score"]) >= score_threshold]
+    out.update(_box_metrics(gt, thresholded))
+    out["num_predictions_all"] = len(predictions)
+    out["num_images"] = len(gt["images"])
+    out["score_threshold"] = float(score_threshold)
+    out["pr_curve"] = _pr_curve(coco_eval.eval, coco_eval.params)
+
+    if per_class and len(gt["categories"]) > 1:
+        out["per_class_ap"] = _per_class_ap(coco_eval.eval, coco_eval.params, gt["categories"])
+    return out
+
+
+def summarize_cocoeval(eval_: Mapping[str, Any], params: Any) -> dict[str, float]:
+    """COCO's summary numbers from accumulated arrays, at ``params.maxDets[-1]``.
+
+    ``eval_["precision"]`` is ``[T, R, K, A, M]`` and ``eval_["recall"]`` ``[T, K, A, M]``
+    (IoU thresholds, recall points, categories, area ranges, maxDets); each number is the mean
+    of the entries > -1, or -1.0 when there is none (COCO's rule).
+    """
+    precision = np.asarray(eval_["precision"])
+    recall = np.asarray(eval_["recall"])
+    iou_thrs = np.asarray(params.iouThrs)
+    areas = list(params.areaRngLbl)
+    m = len(params.maxDets) - 1
+
+    def ap(area: str = "all", iou: float | None = None) -> float:
+        s = precision[..., areas.index(area), m]
+        if iou is not None:
+            s = s[np.isclose(iou_thrs, iou)]
+        return _mean_defined(s)
+
+    return {
+        "map": ap(),
+        "map_50": ap(iou=0.5),
+        "map_75": ap(iou=0.75),
+        "map_small": ap("small"),
+        "map_medium": ap("medium"),
+        "map_large": ap("large"),
+        "ar_100": _mean_defined(recall[:, :, areas.index("all"), m]),
+    }
+
+
+def iou_per_prediction(
+    gt: dict[str, Any], predictions: list[dict[str, Any]], score_threshold: float = 0.5
+) -> float:
+    """Mean over predictions (score >= threshold) of the best IoU with any ground-truth box of
+    the same image, any category; 0.0 when there is no such prediction."""
+    gt = _normalise_gt(gt)
+    kept = [p for p in _check_predictions(gt, predictions) if float(p["score"]) >= score_threshold]
+    return _box_metrics(gt, kept)["iou_per_prediction"]
+
+
+def iou_per_gt(gt: dict[str, Any], predictions: list[dict[str, Any]], score_threshold: float = 0.5) -> float:
+    """Mean over ground-truth boxes of the best IoU with any prediction (score >= threshold) of
+    the same image, 0 where there is none; 0.0 when there is no ground truth."""
+    gt = _normalise_gt(gt)
+    kept = [p for p in _check_predictions(gt, predictions) if float(p["score"]) >= score_threshold]
+    return _box_metrics(gt, kept)["iou_per_gt"]
+
+
+def precision_recall(
+    gt: dict[str, Any], predictions: list[dict[str, Any]], score_threshold: float = 0.5, iou: float = MATCH_IOU
+) -> dict[str, float]:
+    """Precision and recall at ``iou`` (greedy one-to-one matching per image and category by
+    descending score) over predictions with score >= threshold; keys ``precision``, ``recall``,
+    ``true_positives``."""
+    gt = _normalise_gt(gt)
+    kept = [p for p in _check_predictions(gt, predictions) if float(p["score"]) >= score_threshold]
+    m = _box_metrics(gt, kept, match_iou=iou)
+    return {"precision": m["precision"], "recall": m["recall"], "true_positives": m["true_positives"]}
+
+
+def predictions_to_coco(
+    outputs: Sequence[Mapping[str, Any]],
+    image_ids: Sequence[int],
+    category_of_label: Mapping[int, int],
+) -> list[dict[str, Any]]:
+    """torchvision detector outputs -> COCO results.
+
+    ``outputs[i]`` has ``boxes`` (N, 4) ``x1, y1, x2, y2`` pixels, ``scores`` (N,) and ``labels``
+    (N,) (tensors or arrays) for image ``image_ids[i]``; labels map back to the original
+    category ids through ``category_of_label``. Coordinates keep full float precision.
+    """
+    if len(outputs) != len(image_ids):
+        raise ValueError(f"{len(outputs)} outputs for {len(image_ids)} image ids")
+    mapping = {int(k): int(v) for k, v in category_of_label.items()}
+    results: list[dict[str, Any]] = []
+    for out, image_id in zip(outputs, image_ids, strict=True):
+        boxes = _to_numpy(out["boxes"]).astype(np.float64).reshape(-1, 4)
+        scores = _to_numpy(out["scores"]).astype(np.float64).reshape(-1)
+        labels = _to_numpy(out["labels"]).astype(np.int64).reshape(-1)
+        if not (len(boxes) == len(scores) == len(labels)):
+            raise ValueError(
+                f"image id {image_id}: {len(boxes)} boxes, {len(scores)} scores, {len(labels)} labels"
+            )
+        unknown = sorted({int(v) for v in labels} - mapping.keys())
+        if unknown:
+            raise DatasetError(
+                f"image id {image_id}: predicted label(s) {unknown} have no category id "
+                f"(known labels {sorted(mapping)})"
+            )
+        image_id = int(image_id) if isinstance(image_id, int | np.integer) else image_id
+        wh = boxes[:, 2:] - boxes[:, :2]
+        for (x1, y1), (w, h), score, label in zip(boxes[:, :2], wh, scores, labels, strict=True):
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": mapping[int(label)],
+                    "bbox": [float(x1), float(y1), float(w), float(h)],
+                    "score": float(score),
+                }
+            )
+    return results
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix (len(a), len(b)) of ``x1, y1, x2, y2`` boxes (continuous coordinates, as COCO)."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    wh = np.clip(rb - lt, 0, None)
+    inter = wh[..., 0] * wh[..., 1]
+    union = area_a[:, None] + area_b[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, inter / union, 0.0)
+    return iou
+
+
+# ---------------------------------------------------------------------------- COCOeval
+def _run_cocoeval(gt: dict[str, Any], predictions: list[dict[str, Any]], max_dets: list[int], backend: str) -> Any:
+    if backend == "faster_coco_eval":
+        from faster_coco_eval import COCO, COCOeval_faster as COCOeval
+    else:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = gt
+        coco_gt.createIndex()
+        if predictions:
+            # copies: loadRes writes id/area/iscrowd/segmentation into the dicts it gets
+            coco_dt = coco_gt.loadRes([dict(p, bbox=list(p["bbox"])) for p in predictions])
+        else:  # pycocotools' loadRes fails on an empty list; an empty result set is valid
+            coco_dt = COCO()
+            coco_dt.dataset = {"images": list(gt["images"]), "categories": list(gt["categories"]), "annotations": []}
+            coco_dt.createIndex()
+        coco_eval = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        coco_eval.params.maxDets = list(max_dets)
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+    return coco_eval
+
+
+def _mean_defined(s: np.ndarray) -> float:
+    s = np.asarray(s)
+    s = s[s > -1]
+    return float(np.mean(s)) if s.size else -1.0
+
+
+def _pr_curve(eval_: Mapping[str, Any], params: Any) -> dict[str, Any]:
+    precision = np.asarray(eval_["precision"], dtype=np.float64)
+    t = int(np.flatnonzero(np.isclose(np.asarray(params.iouThrs), MATCH_IOU))[0])
+    a = list(params.areaRngLbl).index("all")
+    s = precision[t, :, :, a, -1]  # (R, K)
+    s = np.where(s > -1, s, np.nan)
+    defined = ~np.isnan(s)
+    counts = defined.sum(axis=1)
+    sums = np.where(defined, s, 0.0).sum(axis=1)
+    curve = [float(v / c) if c else None for v, c in zip(sums, counts, strict=True)]
+    return {"iou": MATCH_IOU, "recall": [float(r) for r in params.recThrs], "precision": curve}
+
+
+def _per_class_ap(eval_: Mapping[str, Any], params: Any, categories: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    precision = np.asarray(eval_["precision"])
+    t = int(np.flatnonzero(np.isclose(np.asarray(params.iouThrs), MATCH_IOU))[0])
+    a = list(params.areaRngLbl).index("all")
+    names = {c["id"]: str(c.get("name", c["id"])) for c in categories}
+    counts: dict[str, int] = defaultdict(int)
+    for name in names.values():
+        counts[name] += 1
+    out: dict[str, dict[str, float]] = {}
+    for k, cat_id in enumerate(params.catIds):
+        name = names.get(cat_id, str(cat_id))
+        if counts[name] > 1:
+            name = f"{name} (id {cat_id})"
+        s = precision[:, :, k, a, -1]
+        out[name] = {"ap": _mean_defined(s), "ap_50": _mean_defined(s[t])}
+    return out
+
+
+# ---------------------------------------------------------------------------- IoU, precision, recall
+def _xywh_to_xyxy(boxes: Iterable[Sequence[float]]) -> np.ndarray:
+    b = np.asarray(list(boxes), dtype=np.float64).reshape(-1, 4)
+    b[:, 2:] += b[:, :2]
+    return b
+
+
+def _box_metrics(gt: dict[str, Any], predictions: list[dict[str, Any]], match_iou: float = MATCH_IOU) -> dict[str, Any]:
+    gts: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for ann in gt["annotations"]:
+        if not ann.get("iscrowd", 0):
+            gts[ann["image_id"]].append(ann)
+    preds: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for p in predictions:
+        preds[p["image_id"]].append(p)
+
+    best_per_pred: list[np.ndarray] = []
+    best_per_gt: list[np.ndarray] = []
+    tp = 0
+    num_gt = sum(len(v) for v in gts.values())
+    for image_id in set(gts) | set(preds):
+        g, d = gts.get(image_id, []), preds.get(image_id, [])
+        if not d:
+            best_per_gt.append(np.zeros(len(g)))
+            continue
+        if not g:
+            best_per_pred.append(np.zeros(len(d)))
+            continue
+        order = np.argsort([-float(p["score"]) for p in d], kind="stable")
+        d = [d[i] for i in order]
+        iou = box_iou(_xywh_to_xyxy(p["bbox"] for p in d), _xywh_to_xyxy(a["bbox"] for a in g))
+        best_per_pred.append(iou.max(axis=1))
+        best_per_gt.append(iou.max(axis=0))
+        # greedy one-to-one matching per category, predictions by descending score
+        same_cat = np.equal.outer([p["category_id"] for p in d], [a["category_id"] for a in g])
+        cand = np.where(same_cat, iou, -1.0)
+        taken = np.zeros(len(g), dtype=bool)
+        for i in range(len(d)):
+            row = np.where(taken, -1.0, cand[i])
+            j = int(np.argmax(row))
+            if row[j] >= match_iou:
+                taken[j] = True
+                tp += 1
+    per_pred = np.concatenate(best_per_pred) if best_per_pred else np.zeros(0)
+    per_gt = np.concatenate(best_per_gt) if best_per_gt else np.zeros(0)
+    n_pred = len(predictions)
+    return {
+        "iou_per_prediction": float(per_pred.mean()) if per_pred.size else 0.0,
+        "iou_per_gt": float(per_gt.mean()) if per_gt.size else 0.0,
+        "precision": tp / n_pred if n_pred else 0.0,
+        "recall": tp / num_gt if num_gt else 0.0,
+        "true_positives": tp,
+        "num_predictions": n_pred,
+        "num_gt": num_gt,
+    }
+
+
+# ---------------------------------------------------------------------------- input checks
+def _normalise_gt(gt: dict[str, Any]) -> dict[str, Any]:
+    """A copy COCOeval may annotate (it writes ``ignore`` into ground-truth dicts), with
+    ``area`` (bbox w*h) and ``iscrowd`` (0) filled in where absent and annotation ids
+    renumbered 1..N (unique and non-zero, as COCOeval's matching needs)."""
+    missing = [k for k in ("images", "annotations", "categories") if k not in gt]
+    if missing:
+        raise DatasetError(f"ground truth lacks key(s) {missing}; a COCO dict needs images, annotations, categories")
+    annotations = []
+    for ann in gt["annotations"]:
+        a = dict(ann)
+        bbox = a.get("bbox")
+        if bbox is None or len(bbox) != 4:
+            raise DatasetError(f"ground-truth annotation id {a.get('id')}: 'bbox' must be [x, y, w, h], got {bbox!r}")
+        a.setdefault("area", float(bbox[2]) * float(bbox[3]))
+        a.setdefault("iscrowd", 0)
+        annotations.append(a)
+    for i, a in enumerate(annotations):
+        # COCO indexes annotations by id, and pycocotools treats a matched id 0 as "unmatched"
+        a["id"] = i + 1
+    out = {k: v for k, v in gt.items() if k not in ("annotations",)}
+    out["images"] = list(gt["images"])
+    out["categories"] = list(gt["categories"])
+    out["annotations"] = annotations
+    return out
+
+
+def _check_predictions(gt: dict[str, Any], predictions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    image_ids = {img["id"] for img in gt["images"]}
+    cat_ids = {c["id"] for c in gt["categories"]}
+    bad_images: set[Any] = set()
+    bad_cats: set[Any] = set()
+    for i, p in enumerate(predictions):
+        missing = [k for k in ("image_id", "category_id", "bbox", "score") if k not in p]
+        if missing:
+            raise DatasetError(f"prediction {i}: missing field(s) {missing}")
+        if len(p["bbox"]) != 4:
+            raise DatasetError(f"prediction {i} (image id {p['image_id']}): 'bbox' must be [x, y, w, h], got {p['bbox']!r}")
+        if p["image_id"] not in image_ids:
+            bad_images.add(p["image_id"])
+        if p["category_id"] not in cat_ids:
+            bad_cats.add(p["category_id"])
+    if bad_images:
+        shown = sorted(bad_images, key=str)
+        raise DatasetError(
+            f"predictions refer to {len(shown)} image id(s) not in the ground truth: {shown[:20]}"
+            + (" ..." if len(shown) > 20 else "")
+        )
+    if bad_cats:
+        raise DatasetError(
+            f"predictions refer to category id(s) {sorted(bad_cats, key=str)} not in the ground truth "
+            f"(categories {sorted(cat_ids, key=str)})"
+        )
+    return list(predictions)
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
