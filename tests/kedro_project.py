@@ -23,9 +23,17 @@ def make_project(tmp_path: Path, local_params: dict[str, Any] | None = None) -> 
     shutil.copytree(REPO / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
     (project / "conf" / "local").mkdir()
     shutil.copy(REPO / "pyproject.toml", project / "pyproject.toml")
+    (project / "src").mkdir()  # Kedro wants it; the package is imported from the repo (pythonpath)
     if local_params:
         (project / "conf" / "local" / "parameters.yml").write_text(yaml.safe_dump(local_params))
     return project
+
+
+def cli_params(*items: str) -> dict[str, Any]:
+    """Runtime params exactly as ``kedro run --params="a.b=1,c=2"`` builds them (nested)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.from_dotlist(list(items)))
 
 
 @contextmanager

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from kedro_project import make_project, run_pipeline
+from kedro_project import cli_params, make_project, run_pipeline
 from smallobj_pipeline.detection.coco import CocoDataset
 from smallobj_pipeline.detection.sample_data import generate_sample_dataset
 
@@ -39,7 +39,7 @@ def test_dataset_root_is_overridable_at_run_time(tmp_path):
     project = make_project(tmp_path, _params())
     other = tmp_path / "my_coco"
     generate_sample_dataset(other, num_images=5, image_size=80, seed=11)
-    run_pipeline(project, "data", runtime_params={"dataset.root": str(other)})
+    run_pipeline(project, "data", runtime_params=cli_params(f"dataset.root={other}"))
 
     assert not (project / "data/01_raw/sample").exists(), "the sample must not be generated"
     model_input = CocoDataset.from_dir(project / "data/05_model_input/coco")

@@ -1,0 +1,191 @@
+"""Dataset statistics (JSON-serialisable) and their figure.
+
+Per split and overall: image and object counts, objects per class and per image, box
+width/height/side percentiles (side = sqrt(w * h)), COCO area shares (small < 32^2 <= medium <
+96^2 <= large, on ``w * h`` of the box). Top-level keys feed the training defaults (anchors,
+detections per image): ``max_objects_per_image``, ``median_box_side``, ``box_side_percentiles``,
+``train_box_sides``, ``image_size_median``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .coco import SPLIT_NAMES, CocoDataset
+
+SMALL_AREA = 32.0**2
+MEDIUM_AREA = 96.0**2
+PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
+SIDE_BINS = 40
+
+
+def _r(v: float, nd: int = 4) -> float:
+    return round(float(v), nd)
+
+
+def percentiles(values: np.ndarray) -> dict[str, float | None]:
+    keys = [f"p{p}" for p in PERCENTILES] + ["min", "max"]
+    if values.size == 0:
+        return dict.fromkeys(keys)
+    pct = np.percentile(values, PERCENTILES)
+    out = {f"p{p}": _r(v) for p, v in zip(PERCENTILES, pct, strict=True)}
+    out["min"] = _r(values.min())
+    out["max"] = _r(values.max())
+    return out
+
+
+def _category_labels(coco: CocoDataset) -> dict[Any, str]:
+    names: dict[Any, str] = {}
+    counts: dict[str, int] = {}
+    for c in coco.categories:
+        n = str(c.get("name", c["id"]))
+        counts[n] = counts.get(n, 0) + 1
+    for c in coco.categories:
+        n = str(c.get("name", c["id"]))
+        names[c["id"]] = n if counts[n] == 1 else f"{n} (id {c['id']})"
+    return names
+
+
+def _block(coco: CocoDataset, image_ids: list[Any], names: dict[Any, str]) -> dict[str, Any]:
+    keep = set(image_ids)
+    anns = [a for a in coco.annotations if a["image_id"] in keep]
+    per_image = {i: 0 for i in keep}
+    for a in anns:
+        per_image[a["image_id"]] += 1
+    n_per_image = np.array(sorted(per_image.values()), dtype=float)
+    boxes = np.array([[float(v) for v in a["bbox"][2:4]] for a in anns], dtype=float).reshape(-1, 2)
+    w, h = np.clip(boxes[:, 0], 0, None), np.clip(boxes[:, 1], 0, None)
+    area = w * h
+    side = np.sqrt(area)
+    per_class = {name: 0 for name in names.values()}
+    for a in anns:
+        key = names.get(a["category_id"], str(a["category_id"]))
+        per_class[key] = per_class.get(key, 0) + 1
+    n = len(anns)
+    if n:
+        small = int((area < SMALL_AREA).sum())
+        medium = int(((area >= SMALL_AREA) & (area < MEDIUM_AREA)).sum())
+        large = n - small - medium
+        shares = {"small": _r(small / n), "medium": _r(medium / n), "large": _r(large / n)}
+        counts = {"small": small, "medium": medium, "large": large}
+    else:
+        shares = {"small": None, "medium": None, "large": None}
+        counts = {"small": 0, "medium": 0, "large": 0}
+    if n_per_image.size:
+        opi = {
+            "min": int(n_per_image.min()), "median": _r(np.median(n_per_image)),
+            "mean": _r(n_per_image.mean()), "max": int(n_per_image.max()),
+            "p95": _r(np.percentile(n_per_image, 95)),
+        }
+    else:
+        opi = {"min": None, "median": None, "mean": None, "max": None, "p95": None}
+    return {
+        "num_images": len(keep),
+        "num_objects": n,
+        "objects_per_class": per_class,
+        "objects_per_image": opi,
+        "box_width": percentiles(w),
+        "box_height": percentiles(h),
+        "box_side": percentiles(side),
+        "area_share": shares,
+        "area_count": counts,
+        "histograms": {
+            "box_side": _hist(side),
+            "objects_per_image": _int_hist(n_per_image),
+        },
+    }
+
+
+def _hist(values: np.ndarray) -> dict[str, list[float]]:
+    hi = max(33.0, float(values.max()) if values.size else 0.0)
+    edges = np.linspace(0.0, np.ceil(hi), SIDE_BINS + 1)
+    counts, _ = np.histogram(values, bins=edges)
+    return {"edges": [_r(e, 3) for e in edges], "counts": [int(c) for c in counts]}
+
+
+def _int_hist(values: np.ndarray) -> dict[str, list[float]]:
+    hi = int(values.max()) if values.size else 0
+    step = max(1, int(np.ceil((hi + 1) / SIDE_BINS)))
+    edges = np.arange(0, hi + step + 1, step, dtype=float) - 0.5
+    counts, _ = np.histogram(values, bins=edges)
+    return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
+
+
+def compute_stats(coco: CocoDataset) -> dict[str, Any]:
+    """Statistics of ``coco``: ``overall``, ``splits`` (per split name) and top-level keys."""
+    names = _category_labels(coco)
+    all_ids = [img["id"] for img in coco.images]
+    overall = _block(coco, all_ids, names)
+    splits = {name: _block(coco, list(coco.splits[name]), names) for name in SPLIT_NAMES if name in coco.splits}
+    train_ids = set(coco.splits["train"]) if coco.splits.get("train") else set(all_ids)
+    train_sides = [
+        round(float(np.sqrt(max(float(a["bbox"][2]), 0.0) * max(float(a["bbox"][3]), 0.0))), 2)
+        for a in coco.annotations if a["image_id"] in train_ids
+    ]
+    widths = sorted(float(img["width"]) for img in coco.images)
+    heights = sorted(float(img["height"]) for img in coco.images)
+    return {
+        "num_images": overall["num_images"],
+        "num_objects": overall["num_objects"],
+        "num_classes": len(names),
+        "categories": {str(k): v for k, v in names.items()},
+        "max_objects_per_image": overall["objects_per_image"]["max"] or 0,
+        "median_box_side": overall["box_side"]["p50"],
+        "box_side_percentiles": overall["box_side"],
+        "train_box_sides": train_sides,
+        "train_box_sides_source": "train" if coco.splits.get("train") else "all",
+        "image_size_median": [_r(np.median(widths)), _r(np.median(heights))] if widths else None,
+        "overall": overall,
+        "splits": splits,
+    }
+
+
+def plot_stats(stats: dict[str, Any]) -> Figure:
+    """Box-side histogram (with the 32 px small-object line), objects per image, and per-class
+    counts per split."""
+    fig = Figure(figsize=(15, 4.5), dpi=100)
+    axes = fig.subplots(1, 3)
+    blocks = {"overall": stats["overall"], **stats.get("splits", {})}
+
+    ax = axes[0]
+    for name, block in blocks.items():
+        hist = block["histograms"]["box_side"]
+        if sum(hist["counts"]):
+            ax.stairs(hist["counts"], hist["edges"], label=name, fill=name == "overall", alpha=0.35 if name == "overall" else 1.0)
+    ax.axvline(32, color="red", linestyle="--", label="32 px (COCO small)")
+    ax.set_xlabel("box side sqrt(w*h) [px]")
+    ax.set_ylabel("boxes")
+    ax.set_title("Box size")
+    ax.legend(fontsize=8)
+
+    ax = axes[1]
+    for name, block in blocks.items():
+        hist = block["histograms"]["objects_per_image"]
+        if sum(hist["counts"]):
+            ax.stairs(hist["counts"], hist["edges"], label=name, fill=name == "overall", alpha=0.35 if name == "overall" else 1.0)
+    ax.set_xlabel("objects per image")
+    ax.set_ylabel("images")
+    ax.set_title("Objects per image")
+    ax.legend(fontsize=8)
+
+    ax = axes[2]
+    classes = list(stats["overall"]["objects_per_class"])
+    split_blocks = stats.get("splits") or {"overall": stats["overall"]}
+    x = np.arange(len(classes))
+    width = 0.8 / max(len(split_blocks), 1)
+    for k, (name, block) in enumerate(split_blocks.items()):
+        ax.bar(x + k * width - 0.4 + width / 2, [block["objects_per_class"].get(c, 0) for c in classes], width, label=name)
+    ax.set_xticks(x, classes, rotation=30 if len(classes) > 4 else 0, ha="right" if len(classes) > 4 else "center")
+    ax.set_ylabel("objects")
+    ax.set_title("Objects per class")
+    ax.legend(fontsize=8)
+
+    fig.suptitle(
+        f"{stats['num_images']} images, {stats['num_objects']} objects, "
+        f"median box side {stats['median_box_side'] or 0:.1f} px, up to {stats['max_objects_per_image']} per image"
+    )
+    fig.tight_layout()
+    return fig

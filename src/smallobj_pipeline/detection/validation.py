@@ -1,0 +1,426 @@
+"""Data validation of a COCO directory with great-expectations (1.x API).
+
+Two pandas tables are built from a :class:`CocoDataset`:
+
+- annotations: one row per annotation (ids, box, the image's declared size, ``x_max``/``y_max``);
+- images: one row per image (declared size, whether ``file_name`` stays inside the dataset
+  directory, exists, decodes, and the decoded size and channel count).
+
+Each named check is one or more GX expectations tagged with ``meta={"check": name}``; a row
+fails a check when it fails any of its expectations. :func:`apply_policy` then stops the run
+(``fail``) or removes the offending annotations and images and reports them (``drop``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .coco import CocoDataset, image_header, safe_join
+from .errors import ConfigError, DatasetError
+
+POLICIES = ("fail", "drop")
+MAX_LISTED = 10
+
+# check names (shown to the user, used in reports and drop reasons)
+BOX_INSIDE = "box inside its image"
+BOX_POSITIVE = "positive box width and height"
+BOX_FINITE = "finite box values"
+KNOWN_CATEGORY = "known category id"
+UNIQUE_ANNOTATION_ID = "unique annotation ids"
+ANNOTATION_IMAGE_EXISTS = "annotation image_id refers to an existing image"
+UNIQUE_IMAGE_ID = "unique image ids"
+PATH_INSIDE = "file_name stays inside the dataset directory"
+FILE_EXISTS = "image file exists"
+FILE_READABLE = "image file is readable"
+DECLARED_SIZE = "image has the declared width and height"
+ALLOWED_CHANNELS = "image has an allowed channel count"
+
+ANNOTATION_CHECKS = (BOX_INSIDE, BOX_POSITIVE, BOX_FINITE, KNOWN_CATEGORY, UNIQUE_ANNOTATION_ID,
+                     ANNOTATION_IMAGE_EXISTS)
+IMAGE_CHECKS = (UNIQUE_IMAGE_ID, PATH_INSIDE, FILE_EXISTS, FILE_READABLE, DECLARED_SIZE, ALLOWED_CHANNELS)
+
+
+class DataValidationError(DatasetError):
+    """The dataset failed validation under policy ``fail``; the message is the summary."""
+
+
+@dataclass
+class CheckResult:
+    name: str
+    table: str  # "annotations" or "images"
+    success: bool
+    failing_count: int
+    image_ids: list[Any]  # first offending image ids (up to 10)
+    annotation_ids: list[Any]  # first offending annotation ids (up to 10)
+    description: str
+    rows: list[int] = field(default_factory=list, repr=False)  # all failing row positions in `table`
+    more_image_ids: bool = False  # more offending image ids than listed
+    more_annotation_ids: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "table": self.table,
+            "success": self.success,
+            "failing_count": self.failing_count,
+            "image_ids": _plain(self.image_ids),
+            "annotation_ids": _plain(self.annotation_ids),
+            "description": self.description,
+        }
+
+
+@dataclass
+class ValidationOutcome:
+    success: bool
+    checks: list[CheckResult]
+    root: str = ""
+    gx_results: dict[str, Any] = field(default_factory=dict, repr=False)  # table -> GX result
+    annotations_table: pd.DataFrame | None = field(default=None, repr=False)
+    images_table: pd.DataFrame | None = field(default=None, repr=False)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[CheckResult]:
+        return [c for c in self.checks if not c.success]
+
+    def check(self, name: str) -> CheckResult:
+        for c in self.checks:
+            if c.name == name:
+                return c
+        raise KeyError(f"no check named {name!r}; checks: {[c.name for c in self.checks]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        gx_dicts = {}
+        for table, result in self.gx_results.items():
+            gx_dicts[table] = result.to_json_dict() if hasattr(result, "to_json_dict") else result
+        return _plain({
+            "success": self.success,
+            "root": self.root,
+            "settings": self.settings,
+            "num_images": 0 if self.images_table is None else len(self.images_table),
+            "num_annotations": 0 if self.annotations_table is None else len(self.annotations_table),
+            "checks": [c.to_dict() for c in self.checks],
+            "failed_checks": [c.name for c in self.failed],
+            "great_expectations": gx_dicts,
+        })
+
+    def summary(self) -> str:
+        head = f"Dataset validation of {self.root or '<dataset>'}: "
+        if self.success:
+            return head + f"all {len(self.checks)} checks passed."
+        lines = [head + f"{len(self.failed)} of {len(self.checks)} checks failed."]
+        for c in self.failed:
+            rows = "annotation" if c.table == "annotations" else "image"
+            parts = [f"- {c.name}: {c.failing_count} failing {rows}(s)"]
+            if c.annotation_ids:
+                parts.append(f"annotation ids {_fmt_ids(c.annotation_ids, c.more_annotation_ids)}")
+            if c.image_ids:
+                parts.append(f"image ids {_fmt_ids(c.image_ids, c.more_image_ids)}")
+            lines.append("; ".join(parts) + f" ({c.description})")
+        return "\n".join(lines)
+
+
+def _fmt_ids(ids: list[Any], more: bool) -> str:
+    return "[" + ", ".join(str(i) for i in ids) + (", ..." if more else "") + "]"
+
+
+def _plain(obj: Any) -> Any:
+    """JSON-safe copy: numpy scalars to Python, NaN/inf to None, tuples/sets to lists."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if obj is pd.NA or obj is pd.NaT:
+        return None
+    return obj
+
+
+# ------------------------------------------------------------------------------ tables
+def _num(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def annotations_table(coco: CocoDataset) -> pd.DataFrame:
+    """One row per annotation, in file order, with its image's declared width/height joined."""
+    first_image: dict[Any, dict[str, Any]] = {}
+    for img in coco.images:
+        first_image.setdefault(img["id"], img)
+    rows = []
+    for ann in coco.annotations:
+        x, y, w, h = (_num(v) for v in ann["bbox"])
+        img = first_image.get(ann["image_id"])
+        iw = _num(img["width"]) if img is not None else float("nan")
+        ih = _num(img["height"]) if img is not None else float("nan")
+        rows.append({
+            "annotation_id": ann["id"],
+            "image_id": ann["image_id"],
+            "category_id": ann["category_id"],
+            "x": x, "y": y, "w": w, "h": h,
+            "image_width": iw, "image_height": ih,
+            "x_max": x + w, "y_max": y + h,
+            "image_known": img is not None,
+            "bbox_finite": bool(np.isfinite([x, y, w, h]).all()),
+        })
+    columns = ["annotation_id", "image_id", "category_id", "x", "y", "w", "h", "image_width",
+               "image_height", "x_max", "y_max", "image_known", "bbox_finite"]
+    df = pd.DataFrame(rows, columns=columns)
+    df["right_overflow"] = df["x_max"] - df["image_width"]
+    df["bottom_overflow"] = df["y_max"] - df["image_height"]
+    return df.reset_index(drop=True)
+
+
+def images_table(coco: CocoDataset) -> pd.DataFrame:
+    """One row per image; files are opened one at a time (decoded, then released).
+
+    ``exists`` is null where the path escapes; ``readable`` and the actual size/channels are
+    null where the file is missing, so each problem is reported by one check only.
+    """
+    rows = []
+    for img in coco.images:
+        row: dict[str, Any] = {
+            "image_id": img["id"],
+            "file_name": str(img["file_name"]),
+            "width": _num(img["width"]),
+            "height": _num(img["height"]),
+            "path_ok": True,
+            "exists": None,
+            "readable": None,
+            "actual_width": float("nan"),
+            "actual_height": float("nan"),
+            "channels": float("nan"),
+            "error": None,
+        }
+        try:
+            path = safe_join(coco.root, str(img["file_name"]))
+        except DatasetError as exc:
+            row["path_ok"] = False
+            row["error"] = str(exc)
+            rows.append(row)
+            continue
+        row["exists"] = path.is_file()
+        if not row["exists"]:
+            row["error"] = f"{path}: image file not found"
+            rows.append(row)
+            continue
+        try:
+            w, h, c = image_header(path)
+            row.update(readable=True, actual_width=float(w), actual_height=float(h), channels=float(c))
+        except DatasetError as exc:
+            row.update(readable=False, error=str(exc))
+        rows.append(row)
+    columns = ["image_id", "file_name", "width", "height", "path_ok", "exists", "readable",
+               "actual_width", "actual_height", "channels", "error"]
+    df = pd.DataFrame(rows, columns=columns)
+    for col in ("exists", "readable"):
+        df[col] = df[col].astype(object)
+    return df.reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------ expectations
+def _expectations(
+    category_ids: Iterable[Any], allowed_channels: Sequence[int], tol: float
+) -> dict[str, list[tuple[str, str, Any]]]:
+    """table -> [(check name, description, expectation)]."""
+    import great_expectations as gx
+
+    E = gx.expectations
+
+    def m(name: str) -> dict[str, str]:
+        return {"check": name}
+
+    cats = sorted(category_ids, key=str)
+    ann = [
+        (BOX_INSIDE, f"x >= -{tol}, y >= -{tol}, x + w <= width + {tol}, y + h <= height + {tol}",
+         E.ExpectColumnValuesToBeBetween(column="x", min_value=-tol, meta=m(BOX_INSIDE))),
+        (BOX_INSIDE, "", E.ExpectColumnValuesToBeBetween(column="y", min_value=-tol, meta=m(BOX_INSIDE))),
+        (BOX_INSIDE, "", E.ExpectColumnValuesToBeBetween(column="right_overflow", max_value=tol, meta=m(BOX_INSIDE))),
+        (BOX_INSIDE, "", E.ExpectColumnValuesToBeBetween(column="bottom_overflow", max_value=tol, meta=m(BOX_INSIDE))),
+        (BOX_POSITIVE, "bbox width > 0 and height > 0",
+         E.ExpectColumnValuesToBeBetween(column="w", min_value=0, strict_min=True, meta=m(BOX_POSITIVE))),
+        (BOX_POSITIVE, "", E.ExpectColumnValuesToBeBetween(column="h", min_value=0, strict_min=True, meta=m(BOX_POSITIVE))),
+        (BOX_FINITE, "no NaN or infinite bbox value",
+         E.ExpectColumnValuesToBeInSet(column="bbox_finite", value_set=[True], meta=m(BOX_FINITE))),
+        (KNOWN_CATEGORY, f"category_id in the categories list {cats}",
+         E.ExpectColumnValuesToBeInSet(column="category_id", value_set=cats, meta=m(KNOWN_CATEGORY))),
+        (UNIQUE_ANNOTATION_ID, "no two annotations share an id",
+         E.ExpectColumnValuesToBeUnique(column="annotation_id", meta=m(UNIQUE_ANNOTATION_ID))),
+        (ANNOTATION_IMAGE_EXISTS, "annotation image_id is the id of an image",
+         E.ExpectColumnValuesToBeInSet(column="image_known", value_set=[True], meta=m(ANNOTATION_IMAGE_EXISTS))),
+    ]
+    img = [
+        (UNIQUE_IMAGE_ID, "no two images share an id",
+         E.ExpectColumnValuesToBeUnique(column="image_id", meta=m(UNIQUE_IMAGE_ID))),
+        (PATH_INSIDE, "file_name is relative and does not leave the dataset directory",
+         E.ExpectColumnValuesToBeInSet(column="path_ok", value_set=[True], meta=m(PATH_INSIDE))),
+        (FILE_EXISTS, "file_name names an existing file",
+         E.ExpectColumnValuesToBeInSet(column="exists", value_set=[True], meta=m(FILE_EXISTS))),
+        (FILE_READABLE, "the file decodes as a PNG/JPEG/TIFF image",
+         E.ExpectColumnValuesToBeInSet(column="readable", value_set=[True], meta=m(FILE_READABLE))),
+        (DECLARED_SIZE, "decoded width/height equal the declared width/height",
+         E.ExpectColumnPairValuesToBeEqual(column_A="width", column_B="actual_width",
+                                           ignore_row_if="either_value_is_missing", meta=m(DECLARED_SIZE))),
+        (DECLARED_SIZE, "", E.ExpectColumnPairValuesToBeEqual(column_A="height", column_B="actual_height",
+                                                              ignore_row_if="either_value_is_missing",
+                                                              meta=m(DECLARED_SIZE))),
+        (ALLOWED_CHANNELS, f"channel count in {list(allowed_channels)}",
+         E.ExpectColumnValuesToBeInSet(column="channels", value_set=[float(c) for c in allowed_channels],
+                                       meta=m(ALLOWED_CHANNELS))),
+    ]
+    return {"annotations": ann, "images": img}
+
+
+def _run_gx(tables: dict[str, pd.DataFrame], expectations: dict[str, list[tuple[str, str, Any]]]) -> dict[str, Any]:
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    try:
+        context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    except Exception:  # noqa: BLE001 - cosmetic only
+        pass
+    source = context.data_sources.add_pandas("coco")
+    results = {}
+    for table, df in tables.items():
+        batch_def = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all")
+        batch = batch_def.get_batch(batch_parameters={"dataframe": df})
+        suite = gx.ExpectationSuite(name=f"coco_{table}")
+        for _, _, expectation in expectations[table]:
+            suite.add_expectation(expectation)
+        results[table] = batch.validate(suite, result_format={"result_format": "COMPLETE",
+                                                              "partial_unexpected_count": 20})
+    return results
+
+
+def _failing_rows(result: Any, check: str) -> tuple[set[int], list[str]]:
+    rows: set[int] = set()
+    errors = []
+    for r in result.results:
+        if (r.expectation_config.meta or {}).get("check") != check:
+            continue
+        info = r.exception_info or {}
+        if info.get("raised_exception"):
+            errors.append(str(info.get("exception_message")))
+            continue
+        if not r.success:
+            rows.update(int(i) for i in (r.result or {}).get("unexpected_index_list") or [])
+    return rows, errors
+
+
+def validate_dataset(
+    coco: CocoDataset, allowed_channels: Sequence[int] = (1, 3), bbox_tolerance: float = 0.5
+) -> ValidationOutcome:
+    """Run every check on ``coco``; nothing is raised for bad data (see :func:`apply_policy`)."""
+    allowed = [int(c) for c in allowed_channels]
+    tol = float(bbox_tolerance)
+    if not math.isfinite(tol) or tol < 0:
+        raise ConfigError(f"validation.bbox_tolerance must be a non-negative number of pixels, got {bbox_tolerance!r}")
+    tables = {"annotations": annotations_table(coco), "images": images_table(coco)}
+    expectations = _expectations(coco.category_ids, allowed, tol)
+    gx_results = _run_gx(tables, expectations)
+    checks: list[CheckResult] = []
+    for table, items in expectations.items():
+        df = tables[table]
+        descriptions: dict[str, str] = {}
+        for name, desc, _ in items:
+            descriptions.setdefault(name, desc)
+        for name, desc in descriptions.items():
+            rows, errors = _failing_rows(gx_results[table], name)
+            if errors:  # an expectation crashed: report it rather than pass silently
+                desc = f"{desc}; great-expectations error: {'; '.join(errors)}"
+            ordered = sorted(rows)
+            sub = df.iloc[ordered]
+            all_img = list(dict.fromkeys(sub["image_id"]))
+            all_ann = list(dict.fromkeys(sub["annotation_id"])) if table == "annotations" else []
+            checks.append(CheckResult(
+                name=name, table=table, success=not rows and not errors, failing_count=len(rows),
+                image_ids=_plain(all_img[:MAX_LISTED]), annotation_ids=_plain(all_ann[:MAX_LISTED]),
+                description=desc, rows=ordered,
+                more_image_ids=len(all_img) > MAX_LISTED, more_annotation_ids=len(all_ann) > MAX_LISTED,
+            ))
+    return ValidationOutcome(
+        success=all(c.success for c in checks),
+        checks=checks,
+        root=str(coco.root),
+        gx_results=gx_results,
+        annotations_table=tables["annotations"],
+        images_table=tables["images"],
+        settings={"allowed_channels": allowed, "bbox_tolerance": tol},
+    )
+
+
+# ------------------------------------------------------------------------------ policy
+def apply_policy(coco: CocoDataset, outcome: ValidationOutcome, policy: str) -> tuple[CocoDataset, dict[str, Any]]:
+    """``fail``: raise :class:`DataValidationError` with the summary when a check failed.
+    ``drop``: remove offending annotations and images (with their annotations); returns the
+    cleaned dataset and ``{"dropped_images": [...], "dropped_annotations": [...]}``."""
+    if policy not in POLICIES:
+        raise ConfigError(f"validation.policy must be one of {list(POLICIES)}, got {policy!r}")
+    if outcome.success:
+        return coco, {}
+    if policy == "fail":
+        raise DataValidationError(outcome.summary())
+
+    ann_df, img_df = outcome.annotations_table, outcome.images_table
+    if (
+        ann_df is None or img_df is None
+        or list(img_df["image_id"]) != [img["id"] for img in coco.images]
+        or list(ann_df["annotation_id"]) != [a["id"] for a in coco.annotations]
+    ):
+        raise ConfigError("apply_policy: the validation outcome was computed on a different dataset")
+
+    image_reasons: dict[int, list[str]] = {}
+    ann_reasons: dict[int, list[str]] = {}
+    for c in outcome.failed:
+        target = ann_reasons if c.table == "annotations" else image_reasons
+        rows = c.rows
+        if c.name == UNIQUE_ANNOTATION_ID:  # keep the first annotation of each id
+            dup = ann_df["annotation_id"].duplicated(keep="first")
+            rows = [r for r in rows if dup.iloc[r]]
+        for r in rows:
+            target.setdefault(r, []).append(c.name)
+
+    dropped_image_ids = {img_df["image_id"].iloc[r] for r in image_reasons}
+    for r, image_id in enumerate(ann_df["image_id"]):
+        if image_id in dropped_image_ids:
+            ann_reasons.setdefault(r, []).append(f"its image {image_id} was dropped")
+
+    images = [img for r, img in enumerate(coco.images) if r not in image_reasons and img["id"] not in dropped_image_ids]
+    annotations = [a for r, a in enumerate(coco.annotations) if r not in ann_reasons]
+    if not images:
+        raise DataValidationError(
+            "policy 'drop' would remove every image of the dataset:\n" + outcome.summary()
+        )
+    keep_ids = {img["id"] for img in images}
+    cleaned = CocoDataset(
+        root=coco.root,
+        images=images,
+        annotations=annotations,
+        categories=coco.categories,
+        splits={k: [i for i in v if i in keep_ids] for k, v in coco.splits.items()},
+        info=coco.info,
+    )
+    report = {
+        "dropped_images": [
+            {"id": _plain(coco.images[r]["id"]), "file_name": coco.images[r]["file_name"], "reasons": reasons}
+            for r, reasons in sorted(image_reasons.items())
+        ],
+        "dropped_annotations": [
+            {"id": _plain(coco.annotations[r]["id"]), "image_id": _plain(coco.annotations[r]["image_id"]),
+             "reasons": reasons}
+            for r, reasons in sorted(ann_reasons.items())
+        ],
+    }
+    return cleaned, report
