@@ -12,7 +12,7 @@ export GX_ANALYTICS_ENABLED := False
 export MPLBACKEND := Agg
 export PYTHONPATH := $(CURDIR)/src
 
-.PHONY: install run test report clean-outputs
+.PHONY: install run test report predict retrain viz clean-outputs
 
 install: $(STAMP)
 
@@ -28,6 +28,16 @@ run: install
 
 report: install
 	$(VENV)/bin/kedro run --pipeline=report
+
+predict: install
+	$(VENV)/bin/kedro run --pipeline=predict
+
+# Scheduled retraining: validate, train a challenger, promote it only if it beats the champion.
+retrain: install
+	$(VENV)/bin/kedro run --pipeline=retrain
+
+viz: install
+	$(VENV)/bin/kedro viz build
 
 test: install
 	$(VENV)/bin/python -m pytest

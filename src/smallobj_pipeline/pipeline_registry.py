@@ -4,6 +4,9 @@
 - ``train``: ``data`` + augmentation preview + one namespace per declared experiment
   (resolve config -> train -> evaluate) + report. The main job.
 - ``report``: rebuilds the report from saved outputs, without training.
+- ``retrain``: ``data`` + train the production experiment as a challenger + promote it over the
+  champion only if it is better on the same test split (``data/06_models/registry.json``).
+- ``predict``: a trained model (experiment or champion) on a folder of images, sliced when large.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 from kedro.pipeline import Pipeline
 
 from smallobj_pipeline.experiments import experiment_names
-from smallobj_pipeline.pipelines import data_processing, reporting, training
+from smallobj_pipeline.pipelines import data_processing, prediction, reporting, retraining, training
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -22,6 +25,8 @@ def register_pipelines() -> dict[str, Pipeline]:
         "data": data,
         "train": data + experiments + reporting.create_pipeline(names),
         "report": reporting.create_pipeline(),
+        "predict": prediction.create_pipeline(),
+        "retrain": data + retraining.create_pipeline(),
     }
     pipelines["__default__"] = pipelines["train"]
     return pipelines

@@ -130,8 +130,14 @@ def train_experiment(
         "train_seconds": float(result.train_seconds),
         "seconds_per_epoch": float(result.seconds_per_epoch),
         "stopped_early": bool(result.stopped_early),
+        "train_image_size": _median_image_side(coco, train_set.image_ids),
     }
     return model_file, result.history
+
+
+def _median_image_side(coco: CocoDataset, image_ids: list[int]) -> int:
+    sides = sorted(max(int(coco.images_by_id[i]["width"]), int(coco.images_by_id[i]["height"])) for i in image_ids)
+    return sides[len(sides) // 2] if sides else 0
 
 
 def load_model(model_file: dict[str, Any], device: torch.device | str = "cpu") -> torch.nn.Module:

@@ -1,0 +1,276 @@
+"""Small-object defaults derived from dataset statistics: pure functions on numbers.
+
+torchvision's Faster R-CNN defaults suit COCO: anchors 32-512 px, at most 100 detections per image,
+images resized to a short side of 800. For images holding many small objects those defaults miss
+objects (anchors far larger than the objects; more objects than detections kept). The functions
+here derive, from the training set's statistics:
+
+- anchor sizes covering the observed box sides (one size per FPN level);
+- detections per image and RPN proposal counts above the most objects any image holds;
+- an input scale that upsamples images whose median object is smaller than the smallest anchor.
+
+:func:`resolve_small_object_defaults` applies them to a model config, filling only the settings
+the user left unset (``None`` or ``"auto"``), and says what it filled and why.
+
+Units: anchors live in the coordinates of the *resized* network input, so anchor sizes are derived
+from the box sides multiplied by the input scale the model will apply (derived, user-set or
+torchvision's 800/1333 resize).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+TORCHVISION_ANCHOR_SIZES = [32, 64, 128, 256, 512]
+TORCHVISION_MIN_SIZE, TORCHVISION_MAX_SIZE = 800, 1333
+TORCHVISION_POST_NMS = {"train": 2000, "test": 1000}
+TORCHVISION_DETECTIONS = 100
+
+MIN_ANCHOR = 4  # px: the stride of P2, the finest FPN level; smaller anchors are pointless
+# Target for the smallest anchor when anchors are derived: objects at least this big on the
+# network input are matched by several P2 anchors (stride 4) with IoU >= ~0.6.
+SMALL_OBJECT_TARGET_SIDE = 16
+MAX_UPSCALE = 4.0
+MAX_INPUT_SIDE = 2048  # px: upscaling stops when the long side would exceed this
+
+SWITCHES = ("anchors", "detections", "input_scale")
+
+
+def _is_unset(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip().lower() == "auto")
+
+
+# ---------------------------------------------------------------------- anchors
+def derive_anchor_sizes(
+    box_sides: Sequence[float],
+    num_levels: int = 5,
+    low_percentile: float = 2.0,
+    high_percentile: float = 98.0,
+    min_anchor: int = MIN_ANCHOR,
+) -> list[int]:
+    """One anchor size per FPN level, geometrically spaced from the ``low_percentile`` to the
+    ``high_percentile`` of ``box_sides`` (like YOLO's autoanchor fits anchors per head to the
+    training boxes). Strictly increasing distinct integers, all ``>= min_anchor``.
+
+    Degenerate inputs: no (finite, positive) sides gives torchvision's default
+    ``[32, 64, 128, 256, 512]`` (truncated/extended by doubling to ``num_levels``); all sides equal
+    (or a range narrower than ``num_levels`` integers) gives consecutive integers starting at the
+    low end, so one level matches the objects and the sizes stay distinct.
+    """
+    if num_levels < 1:
+        raise ConfigError(f"num_levels must be >= 1, got {num_levels}")
+    sides = np.asarray([float(s) for s in box_sides], dtype=float) if len(box_sides) else np.zeros(0)
+    sides = sides[np.isfinite(sides) & (sides > 0)]
+    if sides.size == 0:
+        return [TORCHVISION_ANCHOR_SIZES[0] * 2**i for i in range(num_levels)]
+    lo = max(float(min_anchor), float(np.percentile(sides, low_percentile)))
+    hi = max(lo, float(np.percentile(sides, high_percentile)))
+    if num_levels == 1:
+        raw = [math.sqrt(lo * hi)]
+    else:
+        raw = [lo * (hi / lo) ** (i / (num_levels - 1)) for i in range(num_levels)]
+    out: list[int] = []
+    for value in raw:
+        size = max(int(min_anchor), int(round(value)))
+        if out and size <= out[-1]:
+            size = out[-1] + 1
+        out.append(size)
+    return out
+
+
+# ---------------------------------------------------------------------- detections and proposals
+def derive_detections_per_image(max_objects_per_image: float, margin: float = 1.5, minimum: int = TORCHVISION_DETECTIONS) -> int:
+    """``max(minimum, ceil(max_objects_per_image * margin))``: room for every object of the most
+    crowded image plus a margin for duplicates/false positives (COCO's AP needs all of them kept)."""
+    if max_objects_per_image is None or not math.isfinite(float(max_objects_per_image)):
+        return int(minimum)
+    return int(max(minimum, math.ceil(max(0.0, float(max_objects_per_image)) * margin)))
+
+
+def derive_proposal_counts(
+    max_objects_per_image: float,
+    factor: float = 4.0,
+    default_train: int = TORCHVISION_POST_NMS["train"],
+    default_test: int = TORCHVISION_POST_NMS["test"],
+) -> dict[str, int]:
+    """RPN post-NMS top-N kept per image: ``max(torchvision default, factor x max objects)``, so
+    crowded images still get several proposals per object."""
+    need = 0 if max_objects_per_image is None else int(math.ceil(max(0.0, float(max_objects_per_image)) * factor))
+    return {
+        "rpn_post_nms_top_n_train": int(max(default_train, need)),
+        "rpn_post_nms_top_n_test": int(max(default_test, need)),
+    }
+
+
+# ---------------------------------------------------------------------- input scale
+def input_scale_factor(
+    median_side: float,
+    smallest_anchor: float,
+    image_size: Sequence[float],
+    max_scale: float = MAX_UPSCALE,
+    max_side: float | None = MAX_INPUT_SIDE,
+    allow_downscale: bool = False,
+) -> float:
+    """Factor bringing the median object up to ``smallest_anchor``: ``smallest_anchor /
+    median_side``, capped at ``max_scale`` and so the long image side stays ``<= max_side``;
+    never below 1 (native size) unless ``allow_downscale``."""
+    w, h = float(image_size[0]), float(image_size[1])
+    if not (median_side and median_side > 0 and w > 0 and h > 0):
+        return 1.0
+    scale = min(float(smallest_anchor) / float(median_side), float(max_scale))
+    if max_side:
+        scale = min(scale, float(max_side) / max(w, h))
+    if not allow_downscale:
+        scale = max(scale, 1.0)
+    return scale
+
+
+def derive_input_scale(
+    median_side: float,
+    smallest_anchor: float,
+    image_size: Sequence[float],
+    max_scale: float = MAX_UPSCALE,
+    max_side: float | None = MAX_INPUT_SIDE,
+    allow_downscale: bool = False,
+) -> dict[str, int]:
+    """``{"min_size", "max_size"}`` for torchvision's resize (short side to ``min_size`` unless
+    the long side would pass ``max_size``) so that an image of ``image_size`` ([w, h], e.g. the
+    median) is scaled by :func:`input_scale_factor`. A factor of 1 keeps the native size (the
+    resize is then the identity for that image size), so large objects are left alone."""
+    scale = input_scale_factor(median_side, smallest_anchor, image_size, max_scale, max_side, allow_downscale)
+    w, h = float(image_size[0]), float(image_size[1])
+    return {"min_size": int(round(min(w, h) * scale)), "max_size": int(round(max(w, h) * scale))}
+
+
+def effective_scale(min_size: Any, max_size: Any, image_size: Sequence[float]) -> float:
+    """The factor torchvision's GeneralizedRCNNTransform applies to an image of ``image_size``."""
+    w, h = float(image_size[0]), float(image_size[1])
+    short = min(min_size) if isinstance(min_size, list | tuple) else min_size
+    return min(float(short) / min(w, h), float(max_size) / max(w, h))
+
+
+# ---------------------------------------------------------------------- resolution
+def resolve_small_object_defaults(
+    model_cfg: Mapping[str, Any], stats: Mapping[str, Any] | None, enabled: Mapping[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fill the model settings the user left unset (``None``/``"auto"``) from dataset statistics.
+
+    ``stats`` keys used: ``train_box_sides`` (list of box sides, px), ``max_objects_per_image``,
+    ``median_box_side``, ``image_size_median`` ([w, h]). ``enabled``: switches ``anchors``,
+    ``detections``, ``input_scale`` (missing switches are on). A switched-off or underivable
+    setting stays ``auto`` and the model factory uses torchvision's default.
+
+    Returns ``(resolved model config, derived)`` where ``derived[key] = {"value": ..., "why": ...}``
+    for each setting filled here.
+    """
+    cfg = dict(model_cfg or {})
+    stats = dict(stats or {})
+    switches = {k: True for k in SWITCHES}
+    for key, value in dict(enabled or {}).items():
+        if key not in SWITCHES:
+            raise ConfigError(f"small_object_defaults: unknown switch {key!r}; valid: {list(SWITCHES)}")
+        if not isinstance(value, bool):
+            raise ConfigError(f"small_object_defaults.{key} must be true or false, got {value!r}")
+        switches[key] = value
+    derived: dict[str, Any] = {}
+
+    raw_sides = stats.get("train_box_sides")
+    sides = [float(s) for s in ([] if raw_sides is None else list(raw_sides)) if s is not None]
+    median_side = stats.get("median_box_side")
+    if median_side is None and sides:
+        median_side = float(np.median(sides))
+    image_size = stats.get("image_size_median")
+    has_image_size = (
+        isinstance(image_size, list | tuple) and len(image_size) == 2 and all(v and float(v) > 0 for v in image_size)
+    )
+    max_objects = stats.get("max_objects_per_image")
+
+    # 1. input scale (anchors depend on it)
+    user_anchors = None if _is_unset(cfg.get("anchor_sizes")) else cfg.get("anchor_sizes")
+    derive_anchors = switches["anchors"] and user_anchors is None
+    if user_anchors is not None:
+        first = user_anchors[0]
+        smallest = float(min(first) if isinstance(first, list | tuple) else first)
+        smallest_why = f"the smallest anchor set in model.anchor_sizes ({smallest:g} px)"
+    elif derive_anchors:
+        smallest = float(SMALL_OBJECT_TARGET_SIDE)
+        smallest_why = f"{SMALL_OBJECT_TARGET_SIDE} px, the side P2 anchors (stride 4) match well"
+    else:
+        smallest = float(TORCHVISION_ANCHOR_SIZES[0])
+        smallest_why = f"torchvision's smallest anchor ({smallest:g} px)"
+    unset_scale = [k for k in ("min_size", "max_size") if _is_unset(cfg.get(k))]
+    if switches["input_scale"] and unset_scale:
+        if median_side and has_image_size:
+            sizes = derive_input_scale(float(median_side), smallest, image_size)
+            factor = input_scale_factor(float(median_side), smallest, image_size)
+            why = (
+                f"median object side {float(median_side):.1f} px, median image {int(image_size[0])}x{int(image_size[1])}: "
+                + (
+                    f"upscaled x{factor:.2f} so the median object reaches {smallest_why} (capped at "
+                    f"x{MAX_UPSCALE:g} and a {MAX_INPUT_SIDE} px long side)"
+                    if factor > 1.0
+                    else f"native size kept (the median object already covers {smallest_why})"
+                )
+            )
+            for key in unset_scale:
+                cfg[key] = sizes[key]
+                derived[key] = {"value": sizes[key], "why": why}
+        else:
+            logger.warning(
+                "small_object_defaults.input_scale: no median_box_side/image_size_median in the dataset "
+                "statistics; min_size/max_size keep torchvision's defaults (%d/%d)", TORCHVISION_MIN_SIZE, TORCHVISION_MAX_SIZE,
+            )
+
+    # 2. anchors, in network-input pixels
+    if derive_anchors:
+        if sides:
+            min_size = TORCHVISION_MIN_SIZE if _is_unset(cfg.get("min_size")) else cfg["min_size"]
+            max_size = TORCHVISION_MAX_SIZE if _is_unset(cfg.get("max_size")) else cfg["max_size"]
+            scale = effective_scale(min_size, max_size, image_size) if has_image_size else 1.0
+            sizes = derive_anchor_sizes([s * scale for s in sides])
+            lo, hi = np.percentile(sides, [2, 98])
+            cfg["anchor_sizes"] = sizes
+            derived["anchor_sizes"] = {
+                "value": sizes,
+                "why": (
+                    f"geometric from the 2nd to the 98th percentile of {len(sides)} training box sides "
+                    f"({lo:.1f}-{hi:.1f} px) x input scale {scale:.2f}"
+                    + ("" if has_image_size else " (no image_size_median: scale assumed 1)")
+                    + f", at least {MIN_ANCHOR} px"
+                ),
+            }
+        else:
+            logger.warning(
+                "small_object_defaults.anchors: no train_box_sides in the dataset statistics; "
+                "anchor_sizes keep torchvision's defaults %s", TORCHVISION_ANCHOR_SIZES,
+            )
+
+    # 3. detections and proposals
+    if switches["detections"]:
+        if max_objects is not None:
+            values = {"box_detections_per_img": derive_detections_per_image(max_objects)}
+            values.update(derive_proposal_counts(max_objects))
+            whys = {
+                "box_detections_per_img": f"max(100, 1.5 x {max_objects} objects in the most crowded image)",
+                "rpn_post_nms_top_n_train": f"max(torchvision's 2000, 4 x {max_objects} objects per image)",
+                "rpn_post_nms_top_n_test": f"max(torchvision's 1000, 4 x {max_objects} objects per image)",
+            }
+            for key, value in values.items():
+                if _is_unset(cfg.get(key)):
+                    cfg[key] = value
+                    derived[key] = {"value": value, "why": whys[key]}
+        else:
+            logger.warning(
+                "small_object_defaults.detections: no max_objects_per_image in the dataset statistics; "
+                "detections/proposals keep torchvision's defaults"
+            )
+    return cfg, derived

@@ -1,0 +1,249 @@
+"""Locating and safely loading pretrained weight files. Nothing is ever downloaded.
+
+Where a file comes from (``spec``):
+
+- an explicit path (``str``/``Path``) to an existing file;
+- ``None``, ``"torchvision"`` or ``"default"``: torchvision's own file for the architecture
+  (ImageNet classifier for ``kind="backbone"``, COCO detector for ``kind="full"``), looked up by
+  its exact torchvision file name in the torch hub cache, ``torch.hub.get_dir()/checkpoints``
+  (``$TORCH_HOME/hub/checkpoints``), then in the extra search directories;
+- a bare name (no path separator), e.g. a backbone pretrained in this project: looked up as
+  ``NAME``, ``NAME.pt`` and ``NAME.pth`` in the search directories (default
+  ``data/06_models/backbones``).
+
+A missing file raises :class:`WeightsError` naming the exact file, the folder to put it in and,
+for torchvision files, the address to fetch it from on a connected machine.
+
+Loading goes through ``torch.load(weights_only=True)`` only: a file carrying pickled objects
+(that could run code when unpickled) is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import ConfigError, WeightsError
+
+BACKBONE_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")
+FULL_VARIANTS = ("v1", "v2")
+DEFAULT_SEARCH_DIRS: tuple[str, ...] = ("data/06_models/backbones",)
+TORCHVISION_SPECS = (None, "torchvision", "default")
+NAME_SUFFIXES = ("", ".pt", ".pth")
+
+
+def _backbone_enums() -> dict[str, Any]:
+    from torchvision.models import ResNet18_Weights, ResNet34_Weights, ResNet50_Weights, ResNet101_Weights
+
+    # IMAGENET1K_V1 everywhere: the weights torchvision's detection builders use for the backbone
+    return {
+        "resnet18": ResNet18_Weights.IMAGENET1K_V1,
+        "resnet34": ResNet34_Weights.IMAGENET1K_V1,
+        "resnet50": ResNet50_Weights.IMAGENET1K_V1,
+        "resnet101": ResNet101_Weights.IMAGENET1K_V1,
+    }
+
+
+def _full_enums() -> dict[str, Any]:
+    from torchvision.models.detection import FasterRCNN_ResNet50_FPN_V2_Weights, FasterRCNN_ResNet50_FPN_Weights
+
+    return {"v1": FasterRCNN_ResNet50_FPN_Weights.COCO_V1, "v2": FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1}
+
+
+def torchvision_weight_url(kind: str, arch: str, variant: str = "v1") -> str:
+    """Download address of torchvision's file for ``(kind, arch[, variant])`` (read from the
+    installed torchvision's weight enums, not hard-coded)."""
+    if kind == "backbone":
+        enums = _backbone_enums()
+        if arch not in enums:
+            raise ConfigError(f"no torchvision ImageNet weights known for backbone {arch!r}; known: {sorted(enums)}")
+        return enums[arch].url
+    if kind == "full":
+        if arch != "resnet50":
+            raise ConfigError(
+                f"pretrained 'full' (COCO detector weights) exists only for the resnet50 backbone "
+                f"(v1 and v2), not for {arch!r}: use pretrained 'backbone' (ImageNet) or 'none' for {arch}"
+            )
+        enums = _full_enums()
+        if variant not in enums:
+            raise ConfigError(f"unknown variant {variant!r} for full weights; valid: {list(enums)}")
+        return enums[variant].url
+    raise ConfigError(f"unknown weight kind {kind!r}; valid: 'backbone', 'full'")
+
+
+def torchvision_weight_filename(kind: str, arch: str, variant: str = "v1") -> str:
+    """Exact file name torchvision gives the file (e.g. ``resnet18-f37072fd.pth``)."""
+    return torchvision_weight_url(kind, arch, variant).rsplit("/", 1)[-1]
+
+
+def torchvision_weight_files() -> dict[str, str]:
+    """``{"backbone/resnet18": "resnet18-f37072fd.pth", ..., "full/resnet50_v1": ...}``."""
+    out = {f"backbone/{a}": torchvision_weight_filename("backbone", a) for a in BACKBONE_ARCHS}
+    out.update({f"full/resnet50_{v}": torchvision_weight_filename("full", "resnet50", v) for v in FULL_VARIANTS})
+    return out
+
+
+def hub_checkpoint_dir() -> Path:
+    """``torch.hub.get_dir()/checkpoints``: where torchvision would cache its downloads."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _as_dirs(search_dirs: str | Path | Iterable[str | Path] | None) -> list[Path]:
+    if search_dirs is None:
+        return [Path(d) for d in DEFAULT_SEARCH_DIRS]
+    if isinstance(search_dirs, str | Path):
+        return [Path(search_dirs)]
+    return [Path(d) for d in search_dirs]
+
+
+def _looks_like_path(spec: str) -> bool:
+    return os.sep in spec or "/" in spec or spec.startswith(".") or spec.startswith("~")
+
+
+def resolve_weight_file(
+    spec: str | Path | None,
+    kind: str,
+    arch: str,
+    variant: str = "v1",
+    search_dirs: str | Path | Iterable[str | Path] | None = None,
+) -> Path:
+    """Find the weight file for ``spec`` (see the module docstring). Never downloads.
+
+    ``kind``: ``"backbone"`` (ImageNet classifier weights for the ResNet body) or ``"full"`` (COCO
+    Faster R-CNN weights; resnet50 v1/v2 only, else :class:`ConfigError`). ``search_dirs``: where
+    bare names (and, after the hub cache, torchvision files) are looked up; ``None`` means
+    ``data/06_models/backbones``.
+    """
+    if kind not in ("backbone", "full"):
+        raise ConfigError(f"unknown weight kind {kind!r}; valid: 'backbone', 'full'")
+    if isinstance(spec, str) and spec.strip().lower() in ("torchvision", "default", ""):
+        spec = None
+    dirs = _as_dirs(search_dirs)
+
+    if spec is None:
+        url = torchvision_weight_url(kind, arch, variant)  # ConfigError for unsupported archs
+        name = url.rsplit("/", 1)[-1]
+        hub = hub_checkpoint_dir()
+        for d in [hub, *dirs]:
+            if (d / name).is_file():
+                return (d / name).resolve()
+        what = (
+            f"ImageNet weights for the {arch} backbone"
+            if kind == "backbone"
+            else f"COCO Faster R-CNN {variant} weights ({arch})"
+        )
+        also = f" (also looked in: {', '.join(str(d.resolve()) for d in dirs)})" if dirs else ""
+        raise WeightsError(
+            f"{what} not found: file '{name}' is not in {hub.resolve()}{also}. "
+            f"Pretrained weights are never downloaded. On a machine with internet access fetch {url} "
+            f"and copy it to {hub.resolve()}/{name} (the torch hub cache, $TORCH_HOME/hub/checkpoints), "
+            f"or set model.weights_path to the file's path, or use pretrained: none."
+        )
+
+    path = Path(spec).expanduser()
+    if isinstance(spec, Path) or _looks_like_path(str(spec)) or path.is_file():
+        if path.is_file():
+            return path.resolve()
+        raise WeightsError(
+            f"{kind} weight file '{path.name}' not found in {path.parent.resolve()} "
+            f"(model.weights_path = {str(spec)!r}); pretrained weights are never downloaded"
+        )
+
+    name = str(spec)
+    tried: list[str] = []
+    for d in dirs:
+        for suffix in NAME_SUFFIXES:
+            candidate = d / f"{name}{suffix}"
+            tried.append(str(candidate.resolve()))
+            if candidate.is_file():
+                return candidate.resolve()
+    where = ", ".join(str(d.resolve()) for d in dirs) or "(no search directories)"
+    expected = name if name.endswith((".pt", ".pth")) else f"{name}.pt"
+    raise WeightsError(
+        f"{kind} weights named {name!r} not found: expected file '{expected}' in {where} "
+        f"(tried {tried}). Put the file there (a backbone pretrained in this project is saved there), "
+        f"or set model.weights_path to an explicit path, or model.weights_dir to the folder holding it."
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _unpickler_detail(exc: BaseException) -> str:
+    """The useful line of torch's weights_only error (it starts with a long generic preamble)."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        rest = text.split(marker, 1)[1].strip()
+        return rest.splitlines()[0].strip() if rest else _first_line(exc)
+    return _first_line(exc)
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict with ``torch.load(path, map_location="cpu", weights_only=True)``.
+
+    Accepts a raw state dict or a checkpoint dict holding it under ``"model"`` or
+    ``"state_dict"`` (as this project saves them); ``"module."`` prefixes (DataParallel/DDP) are
+    stripped. Raises :class:`WeightsError` for a missing/unreadable file, a file that carries
+    pickled objects (refused: untrusted or unsupported content) or one without tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weight file '{path.name}' not found in {path.parent.resolve()}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        detail = _unpickler_detail(exc)
+        if "Unsupported global" not in str(exc) and not zipfile.is_zipfile(path):
+            raise WeightsError(f"{path}: not a readable PyTorch weight file (corrupt or another format: {detail})") from None
+        raise WeightsError(
+            f"{path}: refused to load untrusted/unsupported content: the file holds pickled objects "
+            f"other than tensors and plain containers, and only weights_only loading is allowed "
+            f"(re-save it as a plain state dict: torch.save(model.state_dict(), path)). "
+            f"Detail: {detail}"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, TypeError) as exc:
+        raise WeightsError(f"{path}: not a readable PyTorch weight file ({type(exc).__name__}: {_first_line(exc)})") from None
+
+    if isinstance(data, Mapping):
+        for key in ("model", "state_dict"):
+            if isinstance(data.get(key), Mapping):
+                data = data[key]
+                break
+    if not isinstance(data, Mapping) or not data:
+        raise WeightsError(f"{path}: expected a state dict (a dict of tensors), got {type(data).__name__}")
+    bad = [k for k, v in data.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise WeightsError(
+            f"{path}: not a state dict: {len(bad)} entr{'y is' if len(bad) == 1 else 'ies are'} not tensors "
+            f"(e.g. {bad[:3]}); expected a raw state dict or a checkpoint with a 'model' or 'state_dict' key"
+        )
+    out: dict[str, torch.Tensor] = {}
+    for key, value in data.items():
+        while key.startswith("module."):
+            key = key[len("module."):]
+        out[key] = value
+    return out
+
+
+def strip_to_resnet_body(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keys of a ResNet body whatever the wrapper: a torchvision classifier (``conv1.weight``...),
+    a detector (``backbone.body.conv1.weight``...) or a classifier saved with a prefix
+    (``backbone.conv1.weight``...). The prefix is found from the stem conv beside ``layer1.0``."""
+    marker = "layer1.0.conv1.weight"
+    prefixes = sorted(
+        {k[: -len(marker)] for k in state if k.endswith(marker) and f"{k[: -len(marker)]}conv1.weight" in state},
+        key=len,
+    )
+    if not prefixes:
+        return dict(state)
+    prefix = prefixes[0]
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}

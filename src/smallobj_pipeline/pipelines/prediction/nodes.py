@@ -1,0 +1,20 @@
+"""Thin node over :mod:`smallobj_pipeline.detection.predict`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from smallobj_pipeline.detection.predict import predict_folder
+
+
+def predict_images(predict: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, bytes]]:
+    return predict_folder(
+        model_spec=predict["model"],
+        input_dir=predict["input_dir"],
+        models_dir=predict.get("models_dir", "data/06_models"),
+        registry_path=predict.get("registry", "data/06_models/registry.json"),
+        score_threshold=float(predict.get("score_threshold", 0.5)),
+        slicing=predict.get("slicing") or {},
+        draw=bool(predict.get("draw", True)),
+        device=predict.get("device", "auto"),
+    )
