@@ -10,6 +10,7 @@ export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := False
 export MPLBACKEND := Agg
+export COLUMNS ?= 160
 export PYTHONPATH := $(CURDIR)/src
 
 .PHONY: install run test report predict retrain viz clean-outputs

@@ -63,7 +63,7 @@ def test_report_from_two_experiments_one_without_val_loss(tmp_path):
     _tiny_coco(tmp_path / "coco")
     aug = tmp_path / "aug.png"
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(aug)
-    table, html_text, plots = build_report(_params(tmp_path, rdir, mdir, pdir, {"augmentation_preview": str(aug)}))
+    table, html_text, plots = build_report(_params(tmp_path, rdir, mdir, pdir, {"augmentation_preview": str(aug)}), None)
 
     assert list(table["experiment"]) == ["exp_a", "exp_b"]
     # best validation map_50 is the max over epochs (0.4 at epoch 2), not the last value
@@ -92,7 +92,7 @@ def test_broken_png_is_named_in_the_error(tmp_path):
     broken = tmp_path / "stats.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage")
     with pytest.raises(DatasetError, match=r"stats\.png: not a valid PNG"):
-        build_report(_params(tmp_path, rdir, mdir, pdir, {"dataset_stats": str(broken)}))
+        build_report(_params(tmp_path, rdir, mdir, pdir, {"dataset_stats": str(broken)}), None)
 
 
 def test_broken_history_csv_is_named(tmp_path):

@@ -1,5 +1,6 @@
 """Project pipelines.
 
+- ``sample``: (re)generate the bundled sample dataset (the first DVC stage).
 - ``data``: load (the bundled sample is created when needed) -> validate -> split -> statistics.
 - ``train``: ``data`` + augmentation preview + one namespace per declared experiment
   (resolve config -> train -> evaluate) + report. The main job.
@@ -14,7 +15,7 @@ from __future__ import annotations
 from kedro.pipeline import Pipeline
 
 from smallobj_pipeline.experiments import experiment_names
-from smallobj_pipeline.pipelines import data_processing, prediction, reporting, retraining, training
+from smallobj_pipeline.pipelines import data_processing, prediction, reporting, retraining, sample, training
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -22,6 +23,7 @@ def register_pipelines() -> dict[str, Pipeline]:
     data = data_processing.create_pipeline()
     experiments = training.create_pipeline(names)
     pipelines = {
+        "sample": sample.create_pipeline(),
         "data": data,
         "train": data + experiments + reporting.create_pipeline(names),
         "report": reporting.create_pipeline(),

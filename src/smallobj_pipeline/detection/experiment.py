@@ -20,7 +20,7 @@ from .coco import CocoDataset
 from .data import DetectionDataset
 from .errors import ConfigError, DatasetError
 from .inference import predict_dataset, select_device
-from .trainer import Trainer, TrainConfig
+from .trainer import Trainer, TrainConfig, seed_everything
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +104,10 @@ def train_experiment(
     from .models import build_model, count_parameters
 
     name = cfg.get("name", "experiment")
+    train_cfg = TrainConfig.from_dict(cfg["training"])
+    # new layers are initialised from the global RNG: seed it so the run does not depend on what
+    # else ran in this process before (other experiments, other nodes)
+    seed_everything(train_cfg.seed, train_cfg.deterministic)
     model = build_model(cfg["model"], num_classes=coco.num_classes)
     counts = count_parameters(model)
     logger.info(
@@ -112,7 +116,6 @@ def train_experiment(
         counts["total"] / 1e6, counts["trainable"] / 1e6,
     )
     train_set, val_set = build_datasets(coco, cfg)
-    train_cfg = TrainConfig.from_dict(cfg["training"])
     model_config = dict(getattr(model, "smallobj_config", cfg["model"]))
     trainer = Trainer(model, train_set, val_set, train_cfg, checkpoint_dir, model_config=model_config, name=name)
     result = trainer.fit()

@@ -223,6 +223,8 @@ class Trainer:
         self.name = name
         self.device = select_device(cfg.device)
         self.distributed, self.rank, self.world = _distributed()
+        if self.distributed and self.device.type == "cuda":
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         self.is_main = self.rank == 0
         self.model = model
         self.train_set = train_set
@@ -455,7 +457,14 @@ class Trainer:
                     self.name, epoch + 1, cfg.epochs, _fmt_seconds(row["epoch_seconds"]), train_loss, val_txt,
                     " (best)" if improved else "", _fmt_seconds(eta),
                 )
-            if cfg.early_stopping_patience and bad_epochs >= cfg.early_stopping_patience:
+            stop = bool(cfg.early_stopping_patience and bad_epochs >= cfg.early_stopping_patience)
+            if self.distributed:  # rank 0 validated: every rank waits for it and follows its decision
+                import torch.distributed as dist
+
+                flag = torch.tensor([int(stop)], device=self.device if cuda else "cpu")
+                dist.broadcast(flag, src=0)
+                stop = bool(flag.item())
+            if stop:
                 logger.info(
                     "[%s] early stopping: %s has not improved for %d epochs (best %.4f at epoch %d)",
                     self.name, cfg.monitor, bad_epochs, best_metric, best_epoch,

@@ -8,18 +8,27 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from matplotlib.figure import Figure
 
 from smallobj_pipeline.detection import report as rep
+from smallobj_pipeline.detection.augment import build_transform, render_augmentation_grid
 from smallobj_pipeline.detection.coco import CocoDataset
 from smallobj_pipeline.detection.errors import DatasetError
 
 logger = logging.getLogger(__name__)
 
 
-def build_report(reporting: dict[str, Any], *after: Any) -> tuple[pd.DataFrame, str, dict[str, Any]]:
+def preview_augmentation(model_input: CocoDataset, defaults: dict[str, Any]) -> Figure:
+    """A grid of augmented training samples with their boxes (the defaults' augmentation)."""
+    transform = build_transform(defaults.get("augmentation"), train=True)
+    return render_augmentation_grid(model_input.split("train"), transform, num_samples=8, seed=0)
+
+
+def build_report(reporting: dict[str, Any], augmentation_preview: Any, *after: Any) -> tuple[pd.DataFrame, str, dict[str, Any]]:
     """Collect every experiment present, write the table, the plots and the HTML report.
 
-    ``after`` only orders this node after the experiments' evaluations in the train pipeline.
+    ``augmentation_preview`` and ``after`` only order this node after the preview and the
+    experiments' evaluations; the files are read back from ``reporting.embed_plots``.
     """
     runs = rep.collect_runs(reporting["reporting_dir"], reporting["models_dir"], reporting["predictions_dir"])
     table = rep.comparison_table(runs)

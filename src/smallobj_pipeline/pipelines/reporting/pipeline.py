@@ -1,6 +1,6 @@
 from kedro.pipeline import Pipeline, node
 
-from .nodes import build_report
+from .nodes import build_report, preview_augmentation
 
 
 def create_pipeline(experiment_names: list[str] | None = None, **kwargs) -> Pipeline:
@@ -10,8 +10,15 @@ def create_pipeline(experiment_names: list[str] | None = None, **kwargs) -> Pipe
     return Pipeline(
         [
             node(
+                preview_augmentation,
+                ["model_input_coco", "params:experiment_defaults"],
+                "augmentation_preview",
+                name="preview_augmentation",
+                tags=["augmentation", "report"],
+            ),
+            node(
                 build_report,
-                ["params:reporting", *after],
+                ["params:reporting", "augmentation_preview", *after],
                 ["experiments_table", "report_html", "report_plots"],
                 name="build_report",
                 tags=["report"],

@@ -6,11 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from matplotlib.figure import Figure
 
-from smallobj_pipeline.detection.augment import build_transform, render_augmentation_grid
 from smallobj_pipeline.detection.coco import CocoDataset
-from smallobj_pipeline.detection.data import to_channels  # noqa: F401  (re-exported for notebooks)
 from smallobj_pipeline.detection.experiment import evaluate_experiment, resolve_experiment, train_experiment
 
 
@@ -32,8 +29,3 @@ def evaluate_model(
     model_file: dict[str, Any], model_input: CocoDataset, config: dict[str, Any]
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return evaluate_experiment(model_file, model_input, config)
-
-
-def preview_augmentation(model_input: CocoDataset, defaults: dict[str, Any]) -> Figure:
-    transform = build_transform(defaults.get("augmentation"), train=True)
-    return render_augmentation_grid(model_input.split("train"), transform, num_samples=8, seed=0)

@@ -2,7 +2,7 @@ from functools import partial, update_wrapper
 
 from kedro.pipeline import Pipeline, node
 
-from .nodes import evaluate_model, preview_augmentation, resolve_config, train_model
+from .nodes import evaluate_model, resolve_config, train_model
 
 
 def _named(func, **bound):
@@ -41,18 +41,8 @@ def experiment_template(name: str) -> Pipeline:
 
 
 def create_pipeline(experiment_names: list[str] | None = None, **kwargs) -> Pipeline:
-    """One namespace per experiment (``--namespaces=NAME`` runs one), plus the augmentation preview."""
-    pipe = Pipeline(
-        [
-            node(
-                preview_augmentation,
-                ["model_input_coco", "params:experiment_defaults"],
-                "augmentation_preview",
-                name="preview_augmentation",
-                tags=["augmentation", "report"],
-            )
-        ]
-    )
+    """One namespace per experiment (``--namespaces=NAME`` runs one)."""
+    pipe = Pipeline([])
     for name in experiment_names or []:
         pipe += Pipeline(
             experiment_template(name),

@@ -1,0 +1,57 @@
+"""Train one experiment outside Kedro, e.g. on several GPUs with DistributedDataParallel.
+
+    # 1. resolve the experiment's config (and run the data pipeline) with Kedro:
+    kedro run --pipeline=train --namespaces=E --to-nodes=E.resolve_config
+    # 2. train on N GPUs (one process per GPU; rank 0 validates and writes the files):
+    torchrun --nproc_per_node=N -m smallobj_pipeline.detection.train_cli \\
+        --config data/06_models/E/config.json --data data/05_model_input/coco \\
+        --model-out data/06_models/E/model.pt --history-out data/08_reporting/E/history.csv
+    # 3. evaluate and report with Kedro:
+    kedro run --pipeline=train --namespaces=E --from-nodes=E.evaluate_model
+
+Without torchrun it trains in one process (CPU or one GPU), like the Kedro node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from .checkpoint import save_checkpoint
+from .coco import CocoDataset
+from .experiment import train_experiment
+from .io import atomic_write
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="resolved experiment config (JSON, from resolve_config)")
+    parser.add_argument("--data", required=True, help="COCO directory with train/val split files")
+    parser.add_argument("--model-out", required=True, help="where to write model.pt")
+    parser.add_argument("--history-out", required=True, help="where to write history.csv")
+    parser.add_argument("--checkpoint-dir", default=None, help="best/last checkpoints (default: next to model.pt)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = json.loads(Path(args.config).read_text())
+    coco = CocoDataset.from_dir(args.data)
+    ckpt_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else Path(args.model_out).parent
+    model_file, history = train_experiment(coco, cfg, ckpt_dir)
+    if int(os.environ.get("RANK", "0")) == 0:
+        save_checkpoint(model_file, args.model_out)
+        atomic_write(args.history_out, lambda tmp: pd.DataFrame(history).to_csv(tmp, index=False))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

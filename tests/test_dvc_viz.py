@@ -1,0 +1,115 @@
+"""DVC stages and kedro-viz on a temporary copy of the project with a tiny configuration.
+
+`dvc repro` runs the whole chain, a second `dvc repro` does nothing, `dvc exp run -S` on one
+experiment's parameter re-runs only that experiment (and the report), metrics and plots are
+registered, `dvc push` works offline; `kedro viz build` exports the graph with one namespace per
+experiment."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _env(project):
+    env = dict(os.environ)
+    env.update({"PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", "PYTHONPATH": str(project / "src"),
+                "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1",
+                "GX_ANALYTICS_ENABLED": "False", "MPLBACKEND": "Agg", "GIT_AUTHOR_NAME": "t",
+                "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"})
+    return env
+
+
+def sh(project, *cmd, check=True):
+    proc = subprocess.run(cmd, cwd=project, env=_env(project), capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc.stdout + proc.stderr
+
+
+def _tiny_copy(tmp_path):
+    project = tmp_path / "proj"
+    for item in ("src", "conf", "dvc.yaml", ".dvcignore", "pyproject.toml", ".gitignore"):
+        src = REPO / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, project / item if src.is_dir() else project,
+                                                          **({"ignore": shutil.ignore_patterns("__pycache__", "local")} if src.is_dir() else {}))
+    (project / "conf/local").mkdir(exist_ok=True)
+    shutil.copytree(REPO / ".dvc", project / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    for d in ("01_raw", "05_model_input", "06_models", "07_model_output", "08_reporting"):
+        (project / "data" / d).mkdir(parents=True, exist_ok=True)
+    data = yaml.safe_load((project / "conf/base/parameters_data.yml").read_text())
+    data["dataset"]["sample"].update({"num_images": 8, "image_size": 96, "seed": 2, "min_objects": 3, "max_objects": 6})
+    data["validation"]["report_path"] = "${globals:validation_report}"
+    data["split"]["ratios"] = {"train": 0.5, "val": 0.25, "test": 0.25}
+    (project / "conf/base/parameters_data.yml").write_text(yaml.safe_dump(data, sort_keys=False))
+    exp = yaml.safe_load((project / "conf/base/parameters_experiments.yml").read_text())
+    exp["experiment_defaults"]["training"].update({"epochs": 1, "batch_size": 2, "warmup_iters": 0})
+    exp["experiment_defaults"]["model"].update({"box_batch_size_per_image": 32, "rpn_post_nms_top_n_test": 100})
+    exp["experiments"] = {"tiny_a": {"description": "a"}, "tiny_b": {"training": {"lr": 0.005}}}
+    exp["paths"]["models_dir"] = "${globals:models_dir}"
+    (project / "conf/base/parameters_experiments.yml").write_text(yaml.safe_dump(exp, sort_keys=False))
+    sh(project, "git", "init", "-q")
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "commit", "-qm", "init")
+    return project
+
+
+@pytest.fixture(scope="module")
+def dvc_project(tmp_path_factory):
+    project = _tiny_copy(tmp_path_factory.mktemp("dvc"))
+    out = sh(project, "dvc", "repro")
+    return project, out
+
+
+def test_dvc_repro_runs_every_stage_then_nothing(dvc_project):
+    project, first = dvc_project
+    for stage in ("sample", "data", "train@tiny_a", "train@tiny_b", "report"):
+        assert f"Running stage '{stage}'" in first, stage
+    assert (project / "data/08_reporting/report.html").is_file()
+    second = sh(project, "dvc", "repro")
+    assert "Running stage" not in second and "up to date" in second
+
+
+def test_dvc_metrics_and_plots_list_every_experiment(dvc_project):
+    project, _ = dvc_project
+    shown = json.loads(sh(project, "dvc", "metrics", "show", "--json"))
+    files = json.dumps(shown)
+    assert "tiny_a/metrics.json" in files and "tiny_b/metrics.json" in files
+    assert "map_50" in files
+    plots = sh(project, "dvc", "plots", "show", "--json")
+    assert "tiny_a/history.csv" in plots and "tiny_b/history.csv" in plots
+
+
+def test_dvc_exp_run_on_one_experiment_reruns_only_it(dvc_project):
+    project, _ = dvc_project
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "commit", "-qm", "lock")
+    out = sh(project, "dvc", "exp", "run", "-S", "conf/base/parameters_experiments.yml:experiments.tiny_b.training.epochs=2")
+    assert "Running stage 'train@tiny_b'" in out
+    assert "Running stage 'train@tiny_a'" not in out and "Running stage 'data'" not in out
+    metrics = json.loads((project / "data/08_reporting/tiny_b/metrics.json").read_text())
+    assert metrics["epochs_run"] == 2
+
+
+def test_dvc_push_to_the_default_local_remote(dvc_project):
+    project, _ = dvc_project
+    sh(project, "dvc", "push")
+    stored = [p for p in (project / ".dvc-storage").rglob("*") if p.is_file()]
+    assert len(stored) > 10
+
+
+def test_kedro_viz_build_shows_each_experiment_as_a_namespace(tmp_path):
+    project = _tiny_copy(tmp_path)
+    sh(project, "kedro", "viz", "build")
+    main = json.loads((project / "build/api/main").read_text())
+    names = {n["name"] for n in main["nodes"] if n.get("type") == "task"}
+    assert {"tiny_a.train_model", "tiny_b.evaluate_model", "validate_dataset", "build_report"} <= names
+    assert {"tiny_a", "tiny_b"} <= set(main["modular_pipelines"])
