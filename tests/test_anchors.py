@@ -25,25 +25,23 @@ def _sides(lo=6.0, hi=40.0, n=500, seed=0):
     return list(np.exp(rng.uniform(np.log(lo), np.log(hi), n)))
 
 
-def test_anchor_sizes_cover_the_observed_range_and_increase():
+def test_anchor_sizes_fit_the_median_object_and_double_per_level():
     sides = _sides(6, 40)
     sizes = derive_anchor_sizes(sides)
     assert len(sizes) == 5 and all(isinstance(s, int) for s in sizes)
-    assert all(a < b for a, b in zip(sizes, sizes[1:]))
-    p2, p98 = np.percentile(sides, [2, 98])
-    assert sizes[0] <= p2 + 1 and sizes[-1] >= p98 - 1
-    assert sizes[0] >= 4
-    # geometric: roughly constant ratio between levels
-    ratios = [b / a for a, b in zip(sizes, sizes[1:])]
-    assert max(ratios) / min(ratios) < 1.3
+    # P2 (stride 4) matches the median object; each level doubles, like the FPN strides
+    assert sizes[0] == round(float(np.median(sides)))
+    assert [b / a for a, b in zip(sizes, sizes[1:])] == [2, 2, 2, 2]
+    # the observed range is covered: the largest boxes fit under the top levels
+    assert sizes[-1] >= np.percentile(sides, 98)
 
 
 def test_anchor_sizes_degenerate_inputs():
     assert derive_anchor_sizes([]) == [32, 64, 128, 256, 512]  # nothing known: torchvision's
     assert derive_anchor_sizes([float("nan"), 0, -3]) == [32, 64, 128, 256, 512]
-    assert derive_anchor_sizes([10.0] * 50) == [10, 11, 12, 13, 14]  # distinct, one level fits
-    assert derive_anchor_sizes([1.0, 2.0, 2.5]) == [4, 5, 6, 7, 8]  # never below 4 px
-    assert derive_anchor_sizes([20.0], num_levels=3) == [20, 21, 22]
+    assert derive_anchor_sizes([10.0] * 50) == [10, 20, 40, 80, 160]
+    assert derive_anchor_sizes([1.0, 2.0, 2.5]) == [8, 16, 32, 64, 128]  # never below 2x the P2 stride
+    assert derive_anchor_sizes([20.0], num_levels=3) == [20, 40, 80]
 
 
 def test_detections_and_proposals_exceed_the_most_crowded_image():
@@ -87,7 +85,7 @@ def test_resolve_fills_unset_keys_consistently():
     assert out["min_size"] == round(256 * scale) and out["max_size"] == round(256 * scale)
     # anchors are in network-input pixels: the observed sides times the input scale
     scaled = np.array(STATS["train_box_sides"]) * scale
-    assert out["anchor_sizes"][0] <= np.percentile(scaled, 2) + 1
+    assert out["anchor_sizes"][0] == round(float(np.median(scaled)))  # = 16: the scaled median object
     assert out["anchor_sizes"][-1] >= np.percentile(scaled, 98) - 1
     assert out["box_detections_per_img"] == 375
     assert out["rpn_post_nms_top_n_train"] == 2000 and out["rpn_post_nms_top_n_test"] == 1000

@@ -113,3 +113,12 @@ def test_kedro_viz_build_shows_each_experiment_as_a_namespace(tmp_path):
     names = {n["name"] for n in main["nodes"] if n.get("type") == "task"}
     assert {"tiny_a.train_model", "tiny_b.evaluate_model", "validate_dataset", "build_report"} <= names
     assert {"tiny_a", "tiny_b"} <= set(main["modular_pipelines"])
+
+
+def test_committed_airflow_dag_matches_the_retrain_pipeline(tmp_path):
+    """ops/airflow/ is what kedro-airflow generates for the current retrain pipeline (no Airflow needed)."""
+    sh(REPO, "kedro", "airflow", "create", "--pipelines=retrain", "--group-by", "memory", "--target-dir", str(tmp_path))
+    generated = (tmp_path / "smallobj_pipeline_retrain_dag.py").read_text()
+    committed = (REPO / "ops/airflow/smallobj_pipeline_retrain_dag.py").read_text()
+    assert generated == committed, "regenerate: kedro airflow create --pipelines=retrain --group-by memory --target-dir ops/airflow"
+    assert 'schedule="0 3 * * *"' in committed and "retrain-promote-if-better" in committed

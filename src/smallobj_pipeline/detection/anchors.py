@@ -53,18 +53,21 @@ def _is_unset(value: Any) -> bool:
 def derive_anchor_sizes(
     box_sides: Sequence[float],
     num_levels: int = 5,
-    low_percentile: float = 2.0,
-    high_percentile: float = 98.0,
-    min_anchor: int = MIN_ANCHOR,
+    percentile: float = 50.0,
+    min_anchor: int = 2 * MIN_ANCHOR,
 ) -> list[int]:
-    """One anchor size per FPN level, geometrically spaced from the ``low_percentile`` to the
-    ``high_percentile`` of ``box_sides`` (like YOLO's autoanchor fits anchors per head to the
-    training boxes). Strictly increasing distinct integers, all ``>= min_anchor``.
+    """One anchor size per FPN level, fitted to the training boxes but kept proportional to the
+    FPN strides (4, 8, 16, 32, 64) as in torchvision's design: the P2 size is the ``percentile``
+    (median by default) of the box sides, at least ``min_anchor`` px, and each level doubles it.
+
+    Why not spread the sizes over the observed range (as YOLO's autoanchor does per head)? With
+    one size per level, a range of 6-24 px would put ~20 px anchors on the stride-32/64 levels,
+    whose anchor centres are 32-64 px apart: almost no object gets a well-aligned anchor there.
+    Doubling per level keeps every level's anchors at the same size-to-stride ratio, and the
+    octave between levels bounds the IoU loss of the nearest anchor size.
 
     Degenerate inputs: no (finite, positive) sides gives torchvision's default
-    ``[32, 64, 128, 256, 512]`` (truncated/extended by doubling to ``num_levels``); all sides equal
-    (or a range narrower than ``num_levels`` integers) gives consecutive integers starting at the
-    low end, so one level matches the objects and the sizes stay distinct.
+    ``[32, 64, 128, 256, 512]`` (truncated/extended by doubling to ``num_levels``).
     """
     if num_levels < 1:
         raise ConfigError(f"num_levels must be >= 1, got {num_levels}")
@@ -72,19 +75,8 @@ def derive_anchor_sizes(
     sides = sides[np.isfinite(sides) & (sides > 0)]
     if sides.size == 0:
         return [TORCHVISION_ANCHOR_SIZES[0] * 2**i for i in range(num_levels)]
-    lo = max(float(min_anchor), float(np.percentile(sides, low_percentile)))
-    hi = max(lo, float(np.percentile(sides, high_percentile)))
-    if num_levels == 1:
-        raw = [math.sqrt(lo * hi)]
-    else:
-        raw = [lo * (hi / lo) ** (i / (num_levels - 1)) for i in range(num_levels)]
-    out: list[int] = []
-    for value in raw:
-        size = max(int(min_anchor), int(round(value)))
-        if out and size <= out[-1]:
-            size = out[-1] + 1
-        out.append(size)
-    return out
+    base = max(int(min_anchor), int(round(float(np.percentile(sides, percentile)))))
+    return [base * 2**i for i in range(num_levels)]
 
 
 # ---------------------------------------------------------------------- detections and proposals
@@ -237,15 +229,14 @@ def resolve_small_object_defaults(
             max_size = TORCHVISION_MAX_SIZE if _is_unset(cfg.get("max_size")) else cfg["max_size"]
             scale = effective_scale(min_size, max_size, image_size) if has_image_size else 1.0
             sizes = derive_anchor_sizes([s * scale for s in sides])
-            lo, hi = np.percentile(sides, [2, 98])
+            median = float(np.median(sides))
             cfg["anchor_sizes"] = sizes
             derived["anchor_sizes"] = {
                 "value": sizes,
                 "why": (
-                    f"geometric from the 2nd to the 98th percentile of {len(sides)} training box sides "
-                    f"({lo:.1f}-{hi:.1f} px) x input scale {scale:.2f}"
+                    f"P2 anchor = median of {len(sides)} training box sides ({median:.1f} px) x input "
+                    f"scale {scale:.2f}, at least {2 * MIN_ANCHOR} px, doubling per FPN level like the strides"
                     + ("" if has_image_size else " (no image_size_median: scale assumed 1)")
-                    + f", at least {MIN_ANCHOR} px"
                 ),
             }
         else:

@@ -8,6 +8,14 @@ CPU and GPU: mixed precision, ``cudnn.benchmark``, channels-last, loader workers
 memory are switched on only when the device is CUDA. Under ``torchrun`` (``WORLD_SIZE > 1``)
 the model is wrapped in DistributedDataParallel (SyncBatchNorm on request) and only rank 0
 validates, logs and writes files.
+
+Interruptions: ``last.pt`` is written atomically at the end of every epoch, so a run killed at
+any moment (even SIGKILL) resumes with ``resume: true`` from the last completed epoch and ends
+with the same result as an uninterrupted run (per-epoch seeds, closed-form LR schedule, saved
+optimizer/plateau/early-stopping state). SIGINT (Ctrl-C) or SIGTERM in a single-process run stops
+at the next step boundary (or after the epoch's validation and checkpoint, when it arrives
+during them), logs where it stopped and how to resume, and raises :class:`TrainingInterrupted`;
+a second signal stops at once.
 """
 
 from __future__ import annotations
@@ -17,7 +25,10 @@ import logging
 import math
 import os
 import random
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -39,6 +50,59 @@ SCHEDULES = ("none", "step", "multistep", "cosine", "plateau")
 
 class TrainingError(RuntimeError):
     """Training cannot go on (non-finite loss, divergence); the message says where and why."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on SIGINT/SIGTERM; ``last.pt`` holds the last completed epoch."""
+
+
+class _StopSignal:
+    """SIGINT/SIGTERM handler for the duration of :meth:`Trainer.fit`: the first signal only
+    records a stop request (the loop stops at a safe point), a second one stops at once."""
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self, name: str):
+        self.name = name
+        self.signum: int | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopping at once")
+        self.signum = signum
+        logger.warning(
+            "[%s] %s received: stopping at the next safe point (send it again to stop at once)",
+            self.name, signal.Signals(signum).name,
+        )
+
+    @contextmanager
+    def installed(self, enabled: bool = True):
+        previous: dict[int, Any] = {}
+        if enabled and threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                sig = getattr(signal, name, None)
+                if sig is None:
+                    continue
+                try:
+                    previous[sig] = signal.signal(sig, self._handle)
+                except (ValueError, OSError):  # not allowed here (embedded interpreter...)
+                    pass
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                try:
+                    signal.signal(sig, handler)
+                except (ValueError, OSError, TypeError):
+                    pass
 
 
 @dataclass
@@ -278,6 +342,28 @@ class Trainer:
 
     # ------------------------------------------------------------------ main loop
     def fit(self) -> TrainResult:
+        """Train (or resume) to the end; see the module docstring for interruptions."""
+        self._stop = _StopSignal(self.name)
+        with self._stop.installed(enabled=not self.distributed):
+            return self._fit()
+
+    def _interrupted(self, where: str, completed_epoch: int) -> TrainingInterrupted:
+        """The exception (and log line) for a stop request; ``completed_epoch`` is 1-based."""
+        last_path = self._ckpt("last.pt")
+        if last_path is not None and last_path.is_file() and completed_epoch > 0:
+            saved = (
+                f"{last_path} holds epoch {completed_epoch}/{self.cfg.epochs}, the last completed one; "
+                f"run again with training.resume: true to continue from epoch {completed_epoch + 1}"
+            )
+        elif last_path is None:
+            saved = "no checkpoint directory was set, so nothing was saved and the run cannot be resumed"
+        else:
+            saved = "no epoch was completed, so there is nothing to resume: the next run starts from scratch"
+        msg = f"[{self.name}] training interrupted by {self._stop.signal_name or 'a signal'} {where}: {saved}"
+        logger.warning(msg)
+        return TrainingInterrupted(msg)
+
+    def _fit(self) -> TrainResult:
         cfg = self.cfg
         seed_everything(cfg.seed, cfg.deterministic)
         cuda = self.device.type == "cuda"
@@ -352,7 +438,20 @@ class Trainer:
             sums: dict[str, float] = {}
             n_steps = len(loader)
             optimizer.zero_grad(set_to_none=True)
-            for step, (images, targets) in enumerate(loader):
+            batches = iter(loader)
+            for step in range(n_steps):
+                if self._stop.requested:
+                    raise self._interrupted(
+                        f"during epoch {epoch + 1}/{cfg.epochs}, after step {step}/{n_steps}", epoch
+                    )
+                try:
+                    images, targets = next(batches)
+                except Exception:  # a worker killed by the same Ctrl-C: report the interruption
+                    if self._stop.requested:
+                        raise self._interrupted(
+                            f"during epoch {epoch + 1}/{cfg.epochs}, after step {step}/{n_steps}", epoch
+                        ) from None
+                    raise
                 images = [im.to(self.device, non_blocking=True) for im in images]
                 if cuda and cfg.channels_last:
                     images = [im.contiguous(memory_format=torch.channels_last) for im in images]
@@ -362,7 +461,7 @@ class Trainer:
                     loss = sum(loss_dict.values())
                 loss_value = float(loss.detach())
                 if not math.isfinite(loss_value):
-                    parts = ", ".join(f"{k}={float(v):.4g}" for k, v in loss_dict.items())
+                    parts = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in loss_dict.items())
                     kept = f"; the last good checkpoint is kept at {last_path}" if last_path and last_path.exists() else ""
                     raise TrainingError(
                         f"[{self.name}] non-finite loss ({loss_value}) at epoch {epoch + 1}, step {step + 1} "
@@ -396,7 +495,9 @@ class Trainer:
                 raise TrainingError(
                     f"[{self.name}] training diverged at epoch {epoch + 1}: mean loss {train_loss:.4g} is over "
                     f"{cfg.divergence_factor:g}x the first epoch's ({first_epoch_loss:.4g}). The learning rate "
-                    f"({cfg.lr:g}) is too high for this model: lower training.lr."
+                    f"({cfg.lr:g}) is too high for this model: lower training.lr (or set training.grad_clip_norm)"
+                    + (f"; the last good checkpoint is kept at {last_path}" if last_path and last_path.exists() else "")
+                    + "."
                 )
             row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss}
             row.update({f"train_{k}": v / max(1, n_steps) for k, v in sums.items() if k != "loss"})
@@ -457,6 +558,8 @@ class Trainer:
                     self.name, epoch + 1, cfg.epochs, _fmt_seconds(row["epoch_seconds"]), train_loss, val_txt,
                     " (best)" if improved else "", _fmt_seconds(eta),
                 )
+            if self._stop.requested and epoch + 1 < cfg.epochs:
+                raise self._interrupted(f"after epoch {epoch + 1}/{cfg.epochs}", epoch + 1)
             stop = bool(cfg.early_stopping_patience and bad_epochs >= cfg.early_stopping_patience)
             if self.distributed:  # rank 0 validated: every rank waits for it and follows its decision
                 import torch.distributed as dist
