@@ -54,7 +54,6 @@ def _tiny_copy(tmp_path):
     exp["experiment_defaults"]["training"].update({"epochs": 1, "batch_size": 2, "warmup_iters": 0})
     exp["experiment_defaults"]["model"].update({"box_batch_size_per_image": 32, "rpn_post_nms_top_n_test": 100})
     exp["experiments"] = {"tiny_a": {"description": "a"}, "tiny_b": {"training": {"lr": 0.005}}}
-    exp["paths"]["models_dir"] = "${globals:models_dir}"
     (project / "conf/base/parameters_experiments.yml").write_text(yaml.safe_dump(exp, sort_keys=False))
     sh(project, "git", "init", "-q")
     sh(project, "git", "add", "-A")
@@ -92,7 +91,7 @@ def test_dvc_exp_run_on_one_experiment_reruns_only_it(dvc_project):
     project, _ = dvc_project
     sh(project, "git", "add", "-A")
     sh(project, "git", "commit", "-qm", "lock")
-    out = sh(project, "dvc", "exp", "run", "-S", "conf/base/parameters_experiments.yml:experiments.tiny_b.training.epochs=2")
+    out = sh(project, "dvc", "exp", "run", "-S", "conf/base/parameters_experiments.yml:+experiments.tiny_b.training.epochs=2")
     assert "Running stage 'train@tiny_b'" in out
     assert "Running stage 'train@tiny_a'" not in out and "Running stage 'data'" not in out
     metrics = json.loads((project / "data/08_reporting/tiny_b/metrics.json").read_text())
@@ -110,9 +109,14 @@ def test_kedro_viz_build_shows_each_experiment_as_a_namespace(tmp_path):
     project = _tiny_copy(tmp_path)
     sh(project, "kedro", "viz", "build")
     main = json.loads((project / "build/api/main").read_text())
-    names = {n["name"] for n in main["nodes"] if n.get("type") == "task"}
-    assert {"tiny_a.train_model", "tiny_b.evaluate_model", "validate_dataset", "build_report"} <= names
-    assert {"tiny_a", "tiny_b"} <= set(main["modular_pipelines"])
+    tasks = [n for n in main["nodes"] if n.get("type") == "task"]
+    grouped = {(n["name"], tuple(n.get("modular_pipelines") or ())) for n in tasks}
+    for name in ("tiny_a", "tiny_b"):  # each experiment is a collapsible group with its three steps
+        assert {("resolve_config", (name,)), ("train_model", (name,)), ("evaluate_model", (name,))} <= grouped
+        assert len(main["modular_pipelines"][name]["children"]) >= 3
+    assert {("validate_dataset", ()), ("build_report", ())} <= grouped
+    tags = {n["name"]: set(n["tags"]) for n in tasks}
+    assert "validation" in tags["validate_dataset"] and "training" in tags["train_model"]
 
 
 def test_committed_airflow_dag_matches_the_retrain_pipeline(tmp_path):
