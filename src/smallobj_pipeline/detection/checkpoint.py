@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,17 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        from .weights import _unpickler_detail
+
+        detail = _unpickler_detail(exc)
+        if "Unsupported global" not in str(exc) and not zipfile.is_zipfile(path):
+            raise WeightsError(
+                f"{path}: not a readable PyTorch file (corrupt or another format: {detail})"
+            ) from None
         raise WeightsError(
             f"{path}: refused to load: the file contains objects other than tensors and plain "
             f"containers (untrusted or unsupported content; only weights_only loading is allowed). "
-            f"Detail: {first}"
+            f"Detail: {detail}"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise WeightsError(f"{path}: not a readable PyTorch file ({type(exc).__name__}: {exc})") from None

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -63,6 +64,7 @@ def check_structure(data: dict[str, Any], path: str | Path) -> None:
             raise DatasetError(f"{path}: '{key}' must be a list, got {type(data[key]).__name__}")
     for i, img in enumerate(data["images"]):
         _require_fields(img, IMAGE_FIELDS, f"{path}: images[{i}]")
+        _require_ids(img, ("id",), f"{path}: images[{i}]")
         if not isinstance(img["file_name"], str) or not img["file_name"]:
             raise DatasetError(f"{path}: image id {img['id']}: 'file_name' must be a non-empty string")
         for f in ("width", "height"):
@@ -70,6 +72,7 @@ def check_structure(data: dict[str, Any], path: str | Path) -> None:
                 raise DatasetError(f"{path}: image id {img['id']}: '{f}' must be a number, got {img[f]!r}")
     for i, ann in enumerate(data["annotations"]):
         _require_fields(ann, ANNOTATION_FIELDS, f"{path}: annotations[{i}]")
+        _require_ids(ann, ("id", "image_id", "category_id"), f"{path}: annotations[{i}]")
         bbox = ann["bbox"]
         if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
             raise DatasetError(
@@ -78,6 +81,7 @@ def check_structure(data: dict[str, Any], path: str | Path) -> None:
             )
     for i, cat in enumerate(data["categories"]):
         _require_fields(cat, ("id",), f"{path}: categories[{i}]")
+        _require_ids(cat, ("id",), f"{path}: categories[{i}]")
 
 
 def _require_fields(record: Any, fields: tuple[str, ...], where: str) -> None:
@@ -87,6 +91,14 @@ def _require_fields(record: Any, fields: tuple[str, ...], where: str) -> None:
     if missing:
         ident = f" (id {record['id']})" if "id" in record else ""
         raise DatasetError(f"{where}{ident}: missing field(s) {missing}")
+
+
+def _require_ids(record: dict[str, Any], keys: tuple[str, ...], where: str) -> None:
+    for key in keys:
+        v = record[key]
+        if isinstance(v, bool) or not isinstance(v, int):
+            ident = f" (id {record['id']!r})" if key != "id" and "id" in record else ""
+            raise DatasetError(f"{where}{ident}: {key!r} must be an integer (COCO ids are integers), got {v!r}")
 
 
 def _is_number(v: Any) -> bool:
@@ -104,23 +116,90 @@ def safe_join(root: Path, file_name: str) -> Path:
     return candidate
 
 
-def read_image(path: str | Path) -> np.ndarray:
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000  # validation.max_image_pixels: larger images are refused unread
+
+# PIL mode -> channels as read_image returns them (alpha dropped, palette/CMYK made RGB)
+_MODE_CHANNELS = {"1": 1, "L": 1, "LA": 1, "La": 1, "I": 1, "I;16": 1, "I;16B": 1, "I;16L": 1, "I;16N": 1,
+                  "F": 1, "P": 3, "PA": 3, "RGB": 3, "RGBA": 3, "RGBa": 3, "RGBX": 3, "CMYK": 3,
+                  "YCbCr": 3, "LAB": 3, "HSV": 3}
+
+
+def read_header(path: str | Path) -> tuple[int, int, int]:
+    """``(width, height, channels)`` from the file's header only: no pixel data is decoded, so
+    this is cheap and safe on any image size. ``channels`` is what :func:`read_image` returns
+    (1 or 3; an alpha channel is not counted). A damaged header raises :class:`DatasetError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: image file not found")
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                shape = tuple(int(v) for v in tif.series[0].shape)
+            h, w, c = _shape_hwc(shape, path)
+            return w, h, c
+        from PIL import Image
+
+        with warnings.catch_warnings():  # the size is checked against our own limit by the caller
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                w, h = img.size
+                mode = img.mode
+    except DatasetError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad file for the user
+        raise DatasetError(f"{path}: cannot read the image header ({_decoder_error(exc)})") from None
+    if mode not in _MODE_CHANNELS:
+        raise DatasetError(f"{path}: unsupported image mode {mode!r}")
+    return int(w), int(h), _MODE_CHANNELS[mode]
+
+
+def check_image_pixels(path: str | Path, width: int, height: int, max_pixels: int | None) -> None:
+    """Refuse an image larger than ``max_pixels`` (from its header, before any decoding)."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise DatasetError(
+            f"{path}: image of {width} x {height} pixels ({width * height / 1e6:.1f} megapixels) exceeds "
+            f"validation.max_image_pixels ({max_pixels / 1e6:.1f} megapixels); it is refused without being "
+            "decoded. Tile it into smaller images (with their boxes), or raise validation.max_image_pixels "
+            "if the machine has the memory for it"
+        )
+
+
+def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     """Read an image as ``uint8``: ``(H, W)`` for 1 channel, ``(H, W, 3)`` for colour.
 
     Conversions (documented in the README): 16-bit is scaled to 8-bit (``v / 257``); an alpha
     channel is dropped; palette images become RGB; 2-channel (gray + alpha) keeps the gray.
-    Float or other exotic pixel types are refused with a message naming the file.
+    Float or other exotic pixel types are refused with a message naming the file. With
+    ``max_pixels`` the header is read first and a larger image is refused before decoding.
     """
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: image file not found")
+    if max_pixels is not None:
+        w, h, _ = read_header(path)
+        check_image_pixels(path, w, h, max_pixels)
     try:
         arr = _decode(path)
     except DatasetError:
         raise
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad file for the user
-        raise DatasetError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from None
+        raise DatasetError(f"{path}: cannot decode image ({_decoder_error(exc)})") from None
     return to_uint8_gray_or_rgb(arr, path)
+
+
+def _decoder_error(exc: BaseException) -> str:
+    from PIL import Image
+
+    if isinstance(exc, Image.DecompressionBombError):
+        return (f"too large to decode safely: {exc} Tile it into smaller images, or check that the file "
+                "is what it claims to be")
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if "truncated" in text.lower():
+        extra = text.replace("image file is truncated", "").strip(" ()")
+        return "the file is truncated" + (f" ({extra})" if extra else "")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _decode(path: Path) -> np.ndarray:
@@ -134,6 +213,8 @@ def _decode(path: Path) -> np.ndarray:
         img.load()  # forces full decode: truncated files fail here
         if img.mode == "P":
             img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        elif img.mode == "PA":
+            img = img.convert("RGBA")
         elif img.mode == "CMYK":
             img = img.convert("RGB")
         elif img.mode == "1":
@@ -141,7 +222,21 @@ def _decode(path: Path) -> np.ndarray:
         return np.asarray(img)
 
 
+def _shape_hwc(shape: tuple[int, ...], path: str | Path = "<array>") -> tuple[int, int, int]:
+    """(H, W, channels as returned by :func:`to_uint8_gray_or_rgb`) of an array shape."""
+    if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[-1] not in (1, 2, 3, 4):
+        shape = (shape[1], shape[2], shape[0])  # channel-first TIFF
+    if len(shape) == 2:
+        return shape[0], shape[1], 1
+    if len(shape) == 3 and shape[-1] in (1, 2):
+        return shape[0], shape[1], 1
+    if len(shape) == 3 and shape[-1] in (3, 4):
+        return shape[0], shape[1], 3
+    raise DatasetError(f"{path}: unsupported image shape {shape}; expected 1 or 3 channels (4 with alpha)")
+
+
 def to_uint8_gray_or_rgb(arr: np.ndarray, path: str | Path = "<array>") -> np.ndarray:
+    _shape_hwc(arr.shape, path)  # refuses unsupported shapes with a message naming the file
     if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 2, 3, 4):
         arr = np.moveaxis(arr, 0, -1)  # channel-first TIFF
     if arr.ndim == 3 and arr.shape[-1] == 1:
@@ -150,22 +245,32 @@ def to_uint8_gray_or_rgb(arr: np.ndarray, path: str | Path = "<array>") -> np.nd
         arr = arr[..., 0]
     if arr.ndim == 3 and arr.shape[-1] == 4:
         arr = arr[..., :3]
-    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 3)):
-        raise DatasetError(f"{path}: unsupported image shape {arr.shape}; expected 1 or 3 channels (4 with alpha)")
     if arr.dtype == np.uint8:
         return np.ascontiguousarray(arr)
     if arr.dtype == np.bool_:
         return arr.astype(np.uint8) * 255
     if arr.dtype in (np.uint16, np.int32, np.int64, np.uint32) and arr.size and arr.min() >= 0 and arr.max() <= 65535:
         return np.round(arr.astype(np.float32) / 257.0).astype(np.uint8)
+    value_range = f" (range {arr.min()}..{arr.max()})" if arr.size else ""
     raise DatasetError(
-        f"{path}: unsupported pixel type {arr.dtype} (range {arr.min()}..{arr.max()}); "
-        "convert it to 8- or 16-bit integers"
+        f"{path}: unsupported pixel type {arr.dtype}{value_range}; convert it to 8- or 16-bit integers"
     )
 
 
-def image_header(path: str | Path) -> tuple[int, int, int]:
-    """(width, height, channels) of an image file as :func:`read_image` returns it."""
+def image_header(
+    path: str | Path, max_pixels: int | None = None, decode: bool = True
+) -> tuple[int, int, int]:
+    """(width, height, channels) of an image file as :func:`read_image` returns it.
+
+    The header is read first and an image over ``max_pixels`` is refused without being decoded.
+    ``decode=False`` stops there (size and channels from the header only); ``decode=True`` then
+    decodes the whole image once (and releases it), which also catches truncated or corrupt
+    pixel data and unsupported pixel types.
+    """
+    w, h, c = read_header(path)
+    check_image_pixels(path, w, h, max_pixels)
+    if not decode:
+        return w, h, c
     arr = read_image(path)
     h, w = arr.shape[:2]
     return w, h, 1 if arr.ndim == 2 else arr.shape[2]

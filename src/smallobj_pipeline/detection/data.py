@@ -26,7 +26,10 @@ def to_channels(image: np.ndarray, in_channels: int) -> np.ndarray:
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """uint8 (H, W) or (H, W, C) -> float tensor (C, H, W) in [0, 1]."""
-    t = torch.from_numpy(np.ascontiguousarray(image))
+    image = np.ascontiguousarray(image)
+    if not image.flags.writeable:  # arrays read from PIL are read-only; torch wants writable memory
+        image = image.copy()
+    t = torch.from_numpy(image)
     t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)
     return t.float().div_(255.0)
 

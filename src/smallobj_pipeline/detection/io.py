@@ -1,27 +1,93 @@
-"""Atomic file writes: a reader or a crash never sees a half-written file."""
+"""Atomic file writes: a reader or a crash never sees a half-written file.
+
+``atomic_write`` writes to a hidden temporary file beside the target
+(``.NAME.HOST.PID.RANDOM.tmp``) and renames it onto the target, so the target is always either
+the previous complete file or the new complete one, whatever kills the writer. A writer that
+fails with an exception removes its temporary file; one killed outright (SIGKILL, power loss)
+cannot, and its leftover is removed by the next write of the same file on the same host once
+its process is gone.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+_HOST = socket.gethostname().replace(os.sep, "_") or "host"
+
+
+def _tmp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove temporary files of ``path`` left by writers on this host that no longer run."""
+    path = Path(path)
+    removed: list[Path] = []
+    prefix = _tmp_prefix(path)
+    try:
+        candidates = [p for p in path.parent.iterdir() if p.name.startswith(prefix) and p.name.endswith(".tmp")]
+    except OSError:
+        return removed
+    for tmp in candidates:
+        parts = tmp.name[len(prefix) : -len(".tmp")].rsplit(".", 2)
+        if len(parts) != 3 or parts[0] != _HOST or not parts[1].isdigit():
+            continue
+        pid = int(parts[1])
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            pass
+    return removed
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
 
 def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
     """Call ``writer(tmp_path)`` then rename the temporary file onto ``path``.
 
-    The temporary file lives in the same directory so the rename is atomic on POSIX.
+    The temporary file lives in the same directory so the rename is atomic on POSIX; if
+    ``writer`` raises (or the process is interrupted with an exception) it is removed and
+    ``path`` is left as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f"{_tmp_prefix(path)}{_HOST}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         writer(tmp_path)
+        _fsync(tmp_path)  # the data is on disk before the rename makes it visible
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)

@@ -3,6 +3,9 @@
 Split files shipped with the dataset (``train.json`` ...) win when ``use_existing`` is set;
 otherwise image ids are sorted, shuffled with a seeded generator and cut by the ratios, so the
 result depends only on the set of image ids and the seed, never on file order.
+
+A split left without any object of a class is allowed (small datasets, rare classes) but
+logged as a WARNING naming the class and the split: its metrics for that class are meaningless.
 """
 
 from __future__ import annotations
@@ -104,14 +107,42 @@ def assign_splits(
 
     if use_existing and coco.splits:
         if "train" in coco.splits and coco.splits["train"]:
-            return _from_existing(coco, ratios, seed)
+            return _warn_missing_classes(_from_existing(coco, ratios, seed))
         logger.warning(
             "%s: split files %s have no (non-empty) train split; ignoring them and splitting from seed %d",
             coco.root, sorted(coco.splits), seed,
         )
 
     splits = _seeded_cut(image_ids, ratios, seed)
-    return _with_splits(coco, splits)
+    return _warn_missing_classes(_with_splits(coco, splits))
+
+
+def classes_missing_from_splits(coco: CocoDataset) -> dict[str, list[str]]:
+    """Non-empty split name -> classes (``"name (id N)"``) without a single object in that split."""
+    out: dict[str, list[str]] = {}
+    names = {c["id"]: str(c.get("name", c["id"])) for c in coco.categories}
+    for split in SPLIT_NAMES:
+        ids = set(coco.splits.get(split) or [])
+        if not ids:
+            continue
+        present = {a["category_id"] for a in coco.annotations if a["image_id"] in ids and not a.get("iscrowd", 0)}
+        missing = [f"{names[cid]!r} (id {cid})" for cid in coco.category_ids if cid not in present]
+        if missing:
+            out[split] = missing
+    return out
+
+
+def _warn_missing_classes(coco: CocoDataset) -> CocoDataset:
+    for split, missing in classes_missing_from_splits(coco).items():
+        consequence = (
+            "the model never sees these classes during training"
+            if split == "train" else f"their metrics on the '{split}' split are undefined (no ground truth)"
+        )
+        logger.warning(
+            "%s: the '%s' split (%d images) has no object of class %s: %s",
+            coco.root, split, len(coco.splits[split]), ", ".join(missing), consequence,
+        )
+    return coco
 
 
 def _from_existing(coco: CocoDataset, ratios: dict[str, float], seed: int) -> CocoDataset:

@@ -4,11 +4,16 @@ Two pandas tables are built from a :class:`CocoDataset`:
 
 - annotations: one row per annotation (ids, box, the image's declared size, ``x_max``/``y_max``);
 - images: one row per image (declared size, whether ``file_name`` stays inside the dataset
-  directory, exists, decodes, and the decoded size and channel count).
+  directory, exists, its header size against ``max_image_pixels``, decodes, and the decoded size
+  and channel count). The header is read first: an image over the pixel limit is refused
+  without being decoded, so a huge file cannot exhaust the memory.
 
 Each named check is one or more GX expectations tagged with ``meta={"check": name}``; a row
 fails a check when it fails any of its expectations. :func:`apply_policy` then stops the run
 (``fail``) or removes the offending annotations and images and reports them (``drop``).
+
+A dataset without images, categories or any annotation is refused by :func:`validate_dataset`
+itself (:class:`DataValidationError`): no policy can make it usable.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .coco import CocoDataset, image_header, safe_join
+from .coco import ANNOTATIONS_FILE, DEFAULT_MAX_IMAGE_PIXELS, CocoDataset, image_header, read_header, safe_join
 from .errors import ConfigError, DatasetError
 
 POLICIES = ("fail", "drop")
@@ -40,10 +45,13 @@ FILE_EXISTS = "image file exists"
 FILE_READABLE = "image file is readable"
 DECLARED_SIZE = "image has the declared width and height"
 ALLOWED_CHANNELS = "image has an allowed channel count"
+IMAGE_NOT_TOO_LARGE = "image is within validation.max_image_pixels"
+MAX_DETAILS = 3  # error messages quoted per failed check in the summary
 
 ANNOTATION_CHECKS = (BOX_INSIDE, BOX_POSITIVE, BOX_FINITE, KNOWN_CATEGORY, UNIQUE_ANNOTATION_ID,
                      ANNOTATION_IMAGE_EXISTS)
-IMAGE_CHECKS = (UNIQUE_IMAGE_ID, PATH_INSIDE, FILE_EXISTS, FILE_READABLE, DECLARED_SIZE, ALLOWED_CHANNELS)
+IMAGE_CHECKS = (UNIQUE_IMAGE_ID, PATH_INSIDE, FILE_EXISTS, IMAGE_NOT_TOO_LARGE, FILE_READABLE, DECLARED_SIZE,
+                ALLOWED_CHANNELS)
 
 
 class DataValidationError(DatasetError):
@@ -62,6 +70,7 @@ class CheckResult:
     rows: list[int] = field(default_factory=list, repr=False)  # all failing row positions in `table`
     more_image_ids: bool = False  # more offending image ids than listed
     more_annotation_ids: bool = False
+    details: list[str] = field(default_factory=list)  # first error messages (file checks)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +81,7 @@ class CheckResult:
             "image_ids": _plain(self.image_ids),
             "annotation_ids": _plain(self.annotation_ids),
             "description": self.description,
+            "details": list(self.details),
         }
 
 
@@ -122,7 +132,10 @@ class ValidationOutcome:
                 parts.append(f"annotation ids {_fmt_ids(c.annotation_ids, c.more_annotation_ids)}")
             if c.image_ids:
                 parts.append(f"image ids {_fmt_ids(c.image_ids, c.more_image_ids)}")
-            lines.append("; ".join(parts) + f" ({c.description})")
+            line = "; ".join(parts) + f" ({c.description})"
+            if c.details:
+                line += "; " + " | ".join(c.details)
+            lines.append(line)
         return "\n".join(lines)
 
 
@@ -182,11 +195,14 @@ def annotations_table(coco: CocoDataset) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def images_table(coco: CocoDataset) -> pd.DataFrame:
-    """One row per image; files are opened one at a time (decoded, then released).
+def images_table(coco: CocoDataset, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> pd.DataFrame:
+    """One row per image; files are opened one at a time (header first, then decoded and
+    released).
 
-    ``exists`` is null where the path escapes; ``readable`` and the actual size/channels are
-    null where the file is missing, so each problem is reported by one check only.
+    ``exists`` is null where the path escapes; ``pixels`` (from the header) is null where the
+    file is missing or its header unreadable; ``readable`` and the actual size/channels are null
+    where the file is missing or over ``max_image_pixels`` (never decoded), so each problem is
+    reported by one check only.
     """
     rows = []
     for img in coco.images:
@@ -201,6 +217,7 @@ def images_table(coco: CocoDataset) -> pd.DataFrame:
             "actual_width": float("nan"),
             "actual_height": float("nan"),
             "channels": float("nan"),
+            "pixels": float("nan"),
             "error": None,
         }
         try:
@@ -216,13 +233,27 @@ def images_table(coco: CocoDataset) -> pd.DataFrame:
             rows.append(row)
             continue
         try:
+            hw, hh, _ = read_header(path)
+        except DatasetError as exc:
+            row.update(readable=False, error=str(exc))
+            rows.append(row)
+            continue
+        row["pixels"] = float(hw) * float(hh)
+        if max_image_pixels is not None and hw * hh > max_image_pixels:
+            try:
+                image_header(path, max_pixels=max_image_pixels, decode=False)
+            except DatasetError as exc:  # the "too large" message, without decoding
+                row["error"] = str(exc)
+            rows.append(row)
+            continue
+        try:
             w, h, c = image_header(path)
             row.update(readable=True, actual_width=float(w), actual_height=float(h), channels=float(c))
         except DatasetError as exc:
             row.update(readable=False, error=str(exc))
         rows.append(row)
     columns = ["image_id", "file_name", "width", "height", "path_ok", "exists", "readable",
-               "actual_width", "actual_height", "channels", "error"]
+               "actual_width", "actual_height", "channels", "pixels", "error"]
     df = pd.DataFrame(rows, columns=columns)
     for col in ("exists", "readable"):
         df[col] = df[col].astype(object)
@@ -231,7 +262,7 @@ def images_table(coco: CocoDataset) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------ expectations
 def _expectations(
-    category_ids: Iterable[Any], allowed_channels: Sequence[int], tol: float
+    category_ids: Iterable[Any], allowed_channels: Sequence[int], tol: float, max_pixels: int | None = None
 ) -> dict[str, list[tuple[str, str, Any]]]:
     """table -> [(check name, description, expectation)]."""
     import great_expectations as gx
@@ -267,6 +298,12 @@ def _expectations(
          E.ExpectColumnValuesToBeInSet(column="path_ok", value_set=[True], meta=m(PATH_INSIDE))),
         (FILE_EXISTS, "file_name names an existing file",
          E.ExpectColumnValuesToBeInSet(column="exists", value_set=[True], meta=m(FILE_EXISTS))),
+        (IMAGE_NOT_TOO_LARGE,
+         f"width x height from the header <= {max_pixels} pixels; larger images are not decoded"
+         if max_pixels is not None else "no pixel limit set",
+         E.ExpectColumnValuesToBeBetween(column="pixels", max_value=max_pixels, meta=m(IMAGE_NOT_TOO_LARGE))
+         if max_pixels is not None else
+         E.ExpectColumnValuesToBeBetween(column="pixels", min_value=0, meta=m(IMAGE_NOT_TOO_LARGE))),
         (FILE_READABLE, "the file decodes as a PNG/JPEG/TIFF image",
          E.ExpectColumnValuesToBeInSet(column="readable", value_set=[True], meta=m(FILE_READABLE))),
         (DECLARED_SIZE, "decoded width/height equal the declared width/height",
@@ -319,16 +356,48 @@ def _failing_rows(result: Any, check: str) -> tuple[set[int], list[str]]:
     return rows, errors
 
 
+def check_not_empty(coco: CocoDataset) -> None:
+    """Refuse a dataset no policy can make usable: no images, no categories or no annotation at
+    all (single images without boxes are fine: negative examples)."""
+    where = f"{coco.root / ANNOTATIONS_FILE}"
+    if not coco.images:
+        raise DataValidationError(f"{where}: the dataset is empty: 'images' is an empty list (nothing to train or evaluate on)")
+    if not coco.categories:
+        raise DataValidationError(f"{where}: 'categories' is an empty list: a detector needs at least one object class")
+    if not coco.annotations:
+        raise DataValidationError(
+            f"{where}: 'annotations' is an empty list: none of the {len(coco.images)} images has a box "
+            "(images without boxes are allowed as negative examples, but a detector needs some objects)"
+        )
+
+
 def validate_dataset(
-    coco: CocoDataset, allowed_channels: Sequence[int] = (1, 3), bbox_tolerance: float = 0.5
+    coco: CocoDataset,
+    allowed_channels: Sequence[int] = (1, 3),
+    bbox_tolerance: float = 0.5,
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> ValidationOutcome:
-    """Run every check on ``coco``; nothing is raised for bad data (see :func:`apply_policy`)."""
+    """Run every check on ``coco``; bad rows are not raised (see :func:`apply_policy`), but an
+    empty dataset is (:func:`check_not_empty`). ``max_image_pixels`` (``None``: no limit): images
+    whose header declares more pixels are reported and never decoded."""
     allowed = [int(c) for c in allowed_channels]
     tol = float(bbox_tolerance)
     if not math.isfinite(tol) or tol < 0:
         raise ConfigError(f"validation.bbox_tolerance must be a non-negative number of pixels, got {bbox_tolerance!r}")
-    tables = {"annotations": annotations_table(coco), "images": images_table(coco)}
-    expectations = _expectations(coco.category_ids, allowed, tol)
+    if max_image_pixels is not None:
+        try:
+            ok = float(max_image_pixels) >= 1 and not isinstance(max_image_pixels, bool)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ConfigError(
+                f"validation.max_image_pixels must be a positive number of pixels (or null for no limit), "
+                f"got {max_image_pixels!r}"
+            )
+        max_image_pixels = int(max_image_pixels)
+    check_not_empty(coco)
+    tables = {"annotations": annotations_table(coco), "images": images_table(coco, max_image_pixels)}
+    expectations = _expectations(coco.category_ids, allowed, tol, max_image_pixels)
     gx_results = _run_gx(tables, expectations)
     checks: list[CheckResult] = []
     for table, items in expectations.items():
@@ -344,11 +413,13 @@ def validate_dataset(
             sub = df.iloc[ordered]
             all_img = list(dict.fromkeys(sub["image_id"]))
             all_ann = list(dict.fromkeys(sub["annotation_id"])) if table == "annotations" else []
+            details = _details(name, sub.head(MAX_DETAILS))
             checks.append(CheckResult(
                 name=name, table=table, success=not rows and not errors, failing_count=len(rows),
                 image_ids=_plain(all_img[:MAX_LISTED]), annotation_ids=_plain(all_ann[:MAX_LISTED]),
                 description=desc, rows=ordered,
                 more_image_ids=len(all_img) > MAX_LISTED, more_annotation_ids=len(all_ann) > MAX_LISTED,
+                details=details,
             ))
     return ValidationOutcome(
         success=all(c.success for c in checks),
@@ -357,8 +428,35 @@ def validate_dataset(
         gx_results=gx_results,
         annotations_table=tables["annotations"],
         images_table=tables["images"],
-        settings={"allowed_channels": allowed, "bbox_tolerance": tol},
+        settings={"allowed_channels": allowed, "bbox_tolerance": tol, "max_image_pixels": max_image_pixels},
     )
+
+
+def _details(name: str, rows: pd.DataFrame) -> list[str]:
+    """What is wrong with the first failing rows of check ``name``, one message per row."""
+    out: list[str] = []
+    for _, r in rows.iterrows():
+        if name in (PATH_INSIDE, FILE_EXISTS, IMAGE_NOT_TOO_LARGE, FILE_READABLE):
+            if r["error"]:
+                out.append(f"image id {_plain(r['image_id'])}: {r['error']}")
+        elif name == DECLARED_SIZE:
+            out.append(
+                f"image id {_plain(r['image_id'])} ({r['file_name']}): declared {r['width']:g} x {r['height']:g}, "
+                f"the file is {r['actual_width']:g} x {r['actual_height']:g}"
+            )
+        elif name == ALLOWED_CHANNELS:
+            out.append(f"image id {_plain(r['image_id'])} ({r['file_name']}): {r['channels']:g} channel(s)")
+        elif name in (BOX_INSIDE, BOX_POSITIVE, BOX_FINITE):
+            box = ", ".join(f"{r[k]:g}" for k in ("x", "y", "w", "h"))
+            size = (f" in a {r['image_width']:g} x {r['image_height']:g} image"
+                    if name == BOX_INSIDE and r["image_known"] else "")
+            out.append(f"annotation id {_plain(r['annotation_id'])} (image id {_plain(r['image_id'])}): "
+                       f"bbox [{box}]{size}")
+        elif name == KNOWN_CATEGORY:
+            out.append(f"annotation id {_plain(r['annotation_id'])}: category_id {_plain(r['category_id'])}")
+        elif name == ANNOTATION_IMAGE_EXISTS:
+            out.append(f"annotation id {_plain(r['annotation_id'])}: image_id {_plain(r['image_id'])}")
+    return out
 
 
 # ------------------------------------------------------------------------------ policy
@@ -403,6 +501,11 @@ def apply_policy(coco: CocoDataset, outcome: ValidationOutcome, policy: str) -> 
         raise DataValidationError(
             "policy 'drop' would remove every image of the dataset:\n" + outcome.summary()
         )
+    if not annotations:
+        raise DataValidationError(
+            "policy 'drop' would remove every annotation of the dataset (nothing left to learn from):\n"
+            + outcome.summary()
+        )
     keep_ids = {img["id"] for img in images}
     cleaned = CocoDataset(
         root=coco.root,
@@ -414,7 +517,8 @@ def apply_policy(coco: CocoDataset, outcome: ValidationOutcome, policy: str) -> 
     )
     report = {
         "dropped_images": [
-            {"id": _plain(coco.images[r]["id"]), "file_name": coco.images[r]["file_name"], "reasons": reasons}
+            {"id": _plain(coco.images[r]["id"]), "file_name": coco.images[r]["file_name"], "reasons": reasons,
+             **({"error": img_df["error"].iloc[r]} if img_df["error"].iloc[r] else {})}
             for r, reasons in sorted(image_reasons.items())
         ],
         "dropped_annotations": [

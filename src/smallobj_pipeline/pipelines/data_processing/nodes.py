@@ -8,7 +8,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from smallobj_pipeline.detection.coco import CocoDataset
+from smallobj_pipeline.detection.coco import DEFAULT_MAX_IMAGE_PIXELS, CocoDataset
 from smallobj_pipeline.detection.io import write_json
 from smallobj_pipeline.detection.sample_data import dataset_exists, generate_sample_dataset
 from smallobj_pipeline.detection.split import assign_splits
@@ -43,6 +43,7 @@ def validate_coco(coco: CocoDataset, validation: dict[str, Any]) -> tuple[CocoDa
         coco,
         allowed_channels=tuple(validation.get("allowed_channels", (1, 3))),
         bbox_tolerance=float(validation.get("bbox_tolerance", 0.5)),
+        max_image_pixels=validation.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS),
     )
     report = outcome.to_dict()
     report["policy"] = validation.get("policy", "fail")
