@@ -13,7 +13,7 @@ export MPLBACKEND := Agg
 export COLUMNS ?= 160
 export PYTHONPATH := $(CURDIR)/src
 
-.PHONY: install run test report predict retrain viz clean-outputs
+.PHONY: install run test report predict retrain viz pretrain-study clean-outputs bench
 
 install: $(STAMP)
 
@@ -37,11 +37,22 @@ predict: install
 retrain: install
 	$(VENV)/bin/kedro run --pipeline=retrain
 
+# Pretraining without downloads: a backbone pretrained on in-domain crops vs training from scratch
+# (conf/pretrain_study; report in data/08_reporting/pretrain_study/report.html). Not part of `make run`.
+pretrain-study: install
+	$(VENV)/bin/kedro run --pipeline=pretrain_backbone
+	KEDRO_ENV=pretrain_study $(VENV)/bin/kedro run --env=pretrain_study --pipeline=train
+
 viz: install
 	$(VENV)/bin/kedro viz build
 
 test: install
 	$(VENV)/bin/python -m pytest
+
+# Speed and accuracy against plain torchvision / pycocotools; rewrites docs/benchmarks.md
+# (under 30 minutes on 2 CPU cores). `make bench BENCH_ARGS=--quick` for a smoke run.
+bench: install
+	$(VENV)/bin/python benchmarks/run_all.py $(BENCH_ARGS)
 
 clean-outputs:
 	find data/02_intermediate data/03_primary data/04_feature data/05_model_input data/06_models \
