@@ -22,15 +22,16 @@ def save_checkpoint(data: dict[str, Any], path: str | Path) -> Path:
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint or weight file safely.
+def load_checkpoint(path: str | Path, what: str = "checkpoint file") -> dict[str, Any]:
+    """Load a checkpoint or weight file safely: the one place this project calls ``torch.load``.
 
     Only tensors and plain containers are accepted (``weights_only=True``): a file that carries a
-    pickled object (and so could run code) is refused with :class:`WeightsError`.
+    pickled object (and so could run code) is refused with :class:`WeightsError`, as is a corrupt
+    file (with a different message). ``what`` names the file's role in the messages.
     """
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"{path}: checkpoint file not found")
+        raise WeightsError(f"{what} '{path.name}' not found in {path.parent.resolve()}")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -42,12 +43,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                 f"{path}: not a readable PyTorch file (corrupt or another format: {detail})"
             ) from None
         raise WeightsError(
-            f"{path}: refused to load: the file contains objects other than tensors and plain "
-            f"containers (untrusted or unsupported content; only weights_only loading is allowed). "
-            f"Detail: {detail}"
+            f"{path}: refused to load untrusted/unsupported content: the file holds pickled objects "
+            f"other than tensors and plain containers, and only weights_only loading is allowed "
+            f"(re-save it as a plain state dict: torch.save(model.state_dict(), path)). Detail: {detail}"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise WeightsError(f"{path}: not a readable PyTorch file ({type(exc).__name__}: {exc})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise WeightsError(f"{path}: not a readable PyTorch file ({type(exc).__name__}: {first})") from None
     if not isinstance(data, dict):
         raise WeightsError(f"{path}: expected a dict of tensors or a checkpoint dict, got {type(data).__name__}")
     return data

@@ -21,8 +21,6 @@ Loading goes through ``torch.load(weights_only=True)`` only: a file carrying pic
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -195,24 +193,10 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     stripped. Raises :class:`WeightsError` for a missing/unreadable file, a file that carries
     pickled objects (refused: untrusted or unsupported content) or one without tensors.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weight file '{path.name}' not found in {path.parent.resolve()}")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        detail = _unpickler_detail(exc)
-        if "Unsupported global" not in str(exc) and not zipfile.is_zipfile(path):
-            raise WeightsError(f"{path}: not a readable PyTorch weight file (corrupt or another format: {detail})") from None
-        raise WeightsError(
-            f"{path}: refused to load untrusted/unsupported content: the file holds pickled objects "
-            f"other than tensors and plain containers, and only weights_only loading is allowed "
-            f"(re-save it as a plain state dict: torch.save(model.state_dict(), path)). "
-            f"Detail: {detail}"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, TypeError) as exc:
-        raise WeightsError(f"{path}: not a readable PyTorch weight file ({type(exc).__name__}: {_first_line(exc)})") from None
+    from .checkpoint import load_checkpoint
 
+    path = Path(path)
+    data = load_checkpoint(path, what="weight file")
     if isinstance(data, Mapping):
         for key in ("model", "state_dict"):
             if isinstance(data.get(key), Mapping):
