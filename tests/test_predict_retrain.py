@@ -27,7 +27,7 @@ def _quick_project(tmp_path, extra=None):
     params["experiment_defaults"]["training"].update({"epochs": 1, "batch_size": 2, "warmup_iters": 0})
     params["experiment_defaults"]["model"].update({"box_batch_size_per_image": 32, "rpn_post_nms_top_n_test": 100})
     params["experiments"] = {"prod": {}}
-        local = project / "conf/local/parameters.yml"
+    local = project / "conf/local/parameters.yml"
     local.write_text(yaml.safe_dump({**yaml.safe_load(local.read_text()), **params, **(extra or {})}))
     return project
 

@@ -36,7 +36,7 @@ def trained(tmp_path_factory):
     defaults["experiment_defaults"]["training"].update({"epochs": 1, "batch_size": 2, "warmup_iters": 0, "log_every": 1})
     defaults["experiment_defaults"]["model"].update({"box_batch_size_per_image": 32, "rpn_post_nms_top_n_test": 100})
     defaults.pop("experiments")
-        local = project / "conf/local/parameters.yml"
+    local = project / "conf/local/parameters.yml"
     merged = {**__import__("yaml").safe_load(local.read_text()), **defaults}
     local.write_text(__import__("yaml").safe_dump(merged))
     run_pipeline(project, "train")
