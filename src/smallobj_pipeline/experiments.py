@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 from kedro.config import OmegaConfigLoader
 
-from smallobj_pipeline.detection.experiment import check_experiment_name
+from smallobj_pipeline.detection.experiment import check_experiment_name, missing_weights
+
+logger = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,10 +22,26 @@ def conf_source() -> Path:
 
 
 def experiment_names(env: str | None = None) -> list[str]:
-    """Names under ``experiments:`` in the parameters of ``env`` (default: ``$KEDRO_ENV`` or local)."""
+    """Names under ``experiments:`` in the parameters of ``env`` (default: ``$KEDRO_ENV`` or local).
+
+    An experiment whose pretrained weight file is missing is left out, with a WARNING naming
+    the experiment, the file and the folder, when it may be skipped: every ``pretrained: full``
+    experiment (torchvision's COCO files cannot be made offline) and any experiment that sets
+    ``skip_if_weights_missing: true`` (see :func:`~smallobj_pipeline.detection.experiment.missing_weights`).
+    """
     from smallobj_pipeline.settings import CONFIG_LOADER_ARGS
 
     env = env or os.environ.get("KEDRO_ENV") or None
     loader = OmegaConfigLoader(conf_source=str(conf_source()), env=env, **CONFIG_LOADER_ARGS)
-    experiments = loader["parameters"].get("experiments") or {}
-    return [check_experiment_name(str(n)) for n in experiments]
+    params = loader["parameters"]
+    experiments = params.get("experiments") or {}
+    defaults = params.get("experiment_defaults") or {}
+    names = []
+    for raw_name, overrides in experiments.items():
+        name = check_experiment_name(str(raw_name))
+        reason = missing_weights(name, defaults, overrides if isinstance(overrides, dict) else {})
+        if reason:
+            logger.warning("experiment %r skipped (no namespace, not trained, not in the report): %s", name, reason)
+            continue
+        names.append(name)
+    return names

@@ -8,6 +8,8 @@
 - ``retrain``: ``data`` + train the production experiment as a challenger + promote it over the
   champion only if it is better on the same test split (``data/06_models/registry.json``).
 - ``predict``: a trained model (experiment or champion) on a folder of images, sliced when large.
+- ``pretrain_backbone``: ``data`` + a ResNet pretrained as a classifier (in-domain crops or an
+  image folder), saved to ``data/06_models/backbones/NAME.pt`` for ``pretrained: backbone``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 from kedro.pipeline import Pipeline
 
 from smallobj_pipeline.experiments import experiment_names
-from smallobj_pipeline.pipelines import data_processing, prediction, reporting, retraining, sample, training
+from smallobj_pipeline.pipelines import data_processing, prediction, pretraining, reporting, retraining, sample, training
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -29,6 +31,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         "report": reporting.create_pipeline(),
         "predict": prediction.create_pipeline(),
         "retrain": data + retraining.create_pipeline(),
+        "pretrain_backbone": data + pretraining.create_pipeline(),
     }
     pipelines["__default__"] = pipelines["train"]
     return pipelines

@@ -24,7 +24,9 @@ from .trainer import Trainer, TrainConfig, seed_everything
 
 logger = logging.getLogger(__name__)
 
-SECTIONS = ("model", "training", "augmentation", "small_object_defaults", "evaluation", "description")
+SECTIONS = (
+    "model", "training", "augmentation", "small_object_defaults", "evaluation", "description", "skip_if_weights_missing",
+)
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
@@ -74,6 +76,45 @@ def resolve_experiment(
     if derived:
         logger.info("[%s] small-object defaults: %s", name, derived)
     return cfg
+
+
+def missing_weights(name: str, defaults: dict[str, Any] | None, overrides: dict[str, Any] | None) -> str | None:
+    """Why experiment ``name`` should be skipped for a missing weight file, or ``None``.
+
+    ``skip_if_weights_missing`` (an experiment's top-level key): ``true`` skips the experiment
+    when its pretrained file (``backbone`` or ``full``) cannot be found locally, ``false`` never
+    skips (the run stops with the missing-file error). Unset (or ``auto``): ``full`` experiments
+    are skipped (torchvision's COCO detector files cannot be made offline), ``backbone`` ones are
+    not (an in-project backbone is made by the ``pretrain_backbone`` pipeline). The reason names
+    the missing file and the folder it is looked up in. An invalid config is not judged here
+    (the run reports it).
+    """
+    from .errors import WeightsError
+    from .weights import resolve_weight_file
+
+    overrides = overrides or {}
+    model = deep_merge((defaults or {}).get("model") or {}, overrides.get("model") or {})
+    pretrained = model.get("pretrained")
+    pretrained = "none" if pretrained in (None, False) else str(pretrained)
+    if pretrained not in ("backbone", "full"):
+        return None
+    skip = overrides.get("skip_if_weights_missing", "auto")
+    if skip is None or (isinstance(skip, str) and skip.strip().lower() == "auto"):
+        skip = pretrained == "full"
+    if not isinstance(skip, bool):
+        raise ConfigError(f"experiment {name!r}: skip_if_weights_missing must be true, false or auto, got {skip!r}")
+    if not skip:
+        return None
+    try:
+        resolve_weight_file(
+            model.get("weights_path"), pretrained, str(model.get("backbone", "resnet50")),
+            variant=str(model.get("variant", "v1")), search_dirs=model.get("weights_dir"),
+        )
+    except WeightsError as exc:
+        return str(exc)
+    except ConfigError:
+        return None
+    return None
 
 
 def _split_ids(coco: CocoDataset, split: str) -> list[int]:

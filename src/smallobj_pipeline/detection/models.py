@@ -47,7 +47,7 @@ BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 PRETRAINED = ("none", "backbone", "full")
 NORMS = ("auto", "frozen_bn", "bn", "gn")
 CONV1_INITS = ("sum", "mean")
-HEAD_INITS = ("default", "xavier")
+HEAD_INITS = ("default", "xavier", "normal")
 NUM_FEATURE_MAPS = 5  # FPN on layer1-4 plus LastLevelMaxPool
 GN_GROUPS = 32
 
@@ -110,7 +110,12 @@ class ModelConfig:
     box_bg_iou_thresh: float = 0.5
     box_batch_size_per_image: int = 512
     box_positive_fraction: float = 0.25
-    head_init: str = "default"  # default (torchvision's) | xavier (Xavier-uniform on RPN head, box head, predictor)
+    # default: torchvision's (RPN head N(0, 0.01), box head and predictor PyTorch's Linear init);
+    # xavier: Xavier-uniform on RPN head, box head and predictor (seed 002);
+    # normal: the detection heads' standard normal init (Detectron / He et al. 2018): RPN head
+    #   N(0, 0.01), box classifier N(0, 0.01), box regressor N(0, 0.001), biases 0. Convolutions
+    #   are Kaiming-initialised in every mode (ResNet body, FPN, v2 box head: torchvision's own).
+    head_init: str = "default"
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -436,6 +441,19 @@ def _xavier_(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
+def _normal_heads_(rpn_head: nn.Module, box_predictor: FastRCNNPredictor) -> None:
+    """Detectron's head init: RPN convs N(0, 0.01); cls_score N(0, 0.01); bbox_pred N(0, 0.001); biases 0."""
+    for m in rpn_head.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, std=0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    nn.init.normal_(box_predictor.cls_score.weight, std=0.01)
+    nn.init.normal_(box_predictor.bbox_pred.weight, std=0.001)
+    nn.init.zeros_(box_predictor.cls_score.bias)
+    nn.init.zeros_(box_predictor.bbox_pred.bias)
+
+
 def _weights_source(c: ModelConfig, kind: str) -> Path:
     return W.resolve_weight_file(c.weights_path, kind, c.backbone, variant=c.variant, search_dirs=c.weights_dir)
 
@@ -480,7 +498,9 @@ def build_model(
 
     fpn_norm = _head_norm(c) if c.variant == "v2" else None
     backbone = _resnet_fpn_extractor(body, c.trainable_layers, norm_layer=fpn_norm)
-    if c.conv1_adapted and c.train_conv1_when_adapted:
+    # a backbone file whose conv1 already has in_channels (pretrained in-project) was not adapted
+    conv1_adapted = c.conv1_adapted and not (load_report is not None and load_report["conv1"] is None)
+    if conv1_adapted and c.train_conv1_when_adapted:
         backbone.body.conv1.weight.requires_grad_(True)
 
     # heads
@@ -501,6 +521,8 @@ def build_model(
     if c.head_init == "xavier":  # before loading full weights: only the new heads keep it
         for head in (rpn_head, box_head, box_predictor):
             _xavier_(head)
+    elif c.head_init == "normal":
+        _normal_heads_(rpn_head, box_predictor)
 
     model = FasterRCNN(
         backbone,

@@ -286,6 +286,13 @@ def render_html(
             sections.append("<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{fmt(v)}</td></tr>" for k, v in keys.items()) + "</table>")
         if "dataset_stats" in figures:
             sections.append(_img_tag(figures["dataset_stats"], "dataset statistics"))
+    if "pretrain_history" in figures:
+        sections.append(
+            "<h2 id='pretraining'>Backbone pretraining</h2>"
+            "<p>The backbone trained as a classifier (pretrain_backbone pipeline) before the detector is "
+            "fine-tuned from it: loss and accuracy per epoch on its training and validation crops.</p>"
+            + _img_tag(figures["pretrain_history"], "backbone pretraining history")
+        )
     if "augmentation_preview" in figures:
         sections.append("<h2 id='augmentation'>Augmentation preview</h2>" + _img_tag(figures["augmentation_preview"], "augmentation preview"))
     style = (

@@ -30,7 +30,10 @@ def build_report(reporting: dict[str, Any], augmentation_preview: Any, *after: A
     ``augmentation_preview`` and ``after`` only order this node after the preview and the
     experiments' evaluations; the files are read back from ``reporting.embed_plots``.
     """
-    runs = rep.collect_runs(reporting["reporting_dir"], reporting["models_dir"], reporting["predictions_dir"])
+    runs = rep.collect_runs(
+        reporting["reporting_dir"], reporting["models_dir"], reporting["predictions_dir"],
+        experiments=reporting.get("experiments") or None,
+    )
     table = rep.comparison_table(runs)
     figures = {f"curve_{k}": fig for k, fig in rep.metric_curves(runs).items()}
     pr = rep.pr_curves(runs)
@@ -51,7 +54,7 @@ def build_report(reporting: dict[str, Any], augmentation_preview: Any, *after: A
         if path.is_file():
             pngs[name] = rep.check_png(path.read_bytes(), str(path))
         else:
-            logger.warning("Report: %s not found, section '%s' left out", path, name)
+            logger.info("Report: %s not found, section '%s' left out", path, name)
     stats = None
     stats_path = Path(reporting.get("dataset_stats", ""))
     if stats_path.is_file():
