@@ -29,7 +29,7 @@ TITLE = "Memory"
 SIZES = {False: [512, 1024, 1536, 2048, 2560, 3072, 3584, 4096], True: [128, 256]}
 STEPS = {False: 2, True: 1}
 BATCH = 2
-SWEEP_BUDGET_S = {False: 240.0, True: 60.0}
+SWEEP_BUDGET_S = {False: 420.0, True: 60.0}
 MARGIN = 0.10
 
 

@@ -146,10 +146,13 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
         C.table(["image size", "images", "s per epoch", "s per image", "inference ms per image"], rows_s),
         "",
         f"Fit: **training seconds per image ~ side^{k:.2f}** (2 would be proportional to the pixel count; "
-        "less means fixed per-image costs (proposals, box head) still weigh at these sizes).",
+        "less means fixed per-image costs (proposals, box head) still weigh at these sizes). Above about 512 px the "
+        "convolutions dominate and the cost grows with the pixel count: use the memory section's seconds per "
+        "step (batch 2, 512 px and up) for large images.",
         "",
         f"Estimate for a study: seconds ~ experiments x epochs x (images x {per_image:.3f} x (side / {side})^{k:.2f} "
-        f"+ {fixed:.1f}) for training, plus validation (inference column) each epoch; on this machine.",
+        f"+ {fixed:.1f}) for training up to about 384 px, plus validation (inference column) each epoch; on this "
+        "machine.",
         "",
         f"Sliced versus whole-image inference on one {big} px image ({len(coco_big.annotations)} objects of "
         f"6-24 px), model trained at {train_side} px:",

@@ -15,6 +15,7 @@ import argparse
 import datetime as _dt
 import importlib
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -135,6 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown section(s) {unknown}; choose from {list(SECTIONS)}")
     complete = not args.quick and names == list(SECTIONS)
     out = args.out or (FULL_OUT if complete else PARTIAL_DIR / ("benchmarks_quick.md" if args.quick else "benchmarks.md"))
+
+    # The trainer logs its epochs, steps and ETA through `logging` (Kedro's handlers in a pipeline
+    # run); here a plain stderr handler shows them, so a long section is never silent.
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("PIL", "matplotlib", "great_expectations", "urllib3", "faster_coco_eval"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
     command = "python benchmarks/run_all.py" + ("".join(" " + shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])))
     started = _dt.datetime.now().astimezone()
