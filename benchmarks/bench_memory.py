@@ -1,8 +1,10 @@
 """5. Memory: the peak resident memory of a training run, and the largest image size that trains
 with batch 2 on this machine without swapping.
 
-Every measurement runs in its own child process and reads that child's exact peak resident set
-size from the kernel (``wait4``'s ``ru_maxrss``), imports and model included.
+Every measurement runs in its own child process, which reports its own peak resident set size at
+exit (``VmHWM`` of ``/proc/self/status``, the kernel's high-water mark), imports and model
+included. Not ``wait4``'s ``ru_maxrss``: for a child started by ``subprocess`` it starts at the
+parent's peak, here that of the benchmark process after the sections before it.
 
 - Training run: the project's ``r18_small_object`` experiment (``train_experiment``) for one epoch
   on the bundled sample, with validation.
@@ -100,6 +102,7 @@ def child_main(argv: list[str]) -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     out = _child_sizes(args) if args.mode == "sizes" else _child_training_run(args)
+    out["vm_hwm_bytes"] = C.vm_hwm_bytes()
     print("RESULT " + json.dumps(out), flush=True)
 
 
@@ -124,6 +127,7 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
     tr_out = _result(tr["log"]) if tr["returncode"] == 0 else None
     if tr_out is None:
         raise RuntimeError(f"training run failed ({tr['returncode']}):\n{C.tail(tr['log'], 25)}")
+    tr["peak_rss_bytes"] = tr_out.get("vm_hwm_bytes") or tr["peak_rss_bytes"]
 
     # 2. image size sweep
     model_cfg = C.resolved_config("memory", coco)["model"]
@@ -165,6 +169,7 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
             stop_reason = (f"{size} px failed (exit {res['returncode']}"
                            + (", killed: out of memory" if killed else "") + f"): {C.tail(res['log'], 1)}")
             break
+        res["peak_rss_bytes"] = out.get("vm_hwm_bytes") or res["peak_rss_bytes"]
         peak = out["cuda_peak_bytes"] if cuda else res["peak_rss_bytes"]
         points.append({"size": size, "peak": peak, "rss": res["peak_rss_bytes"], "cuda_peak": out.get("cuda_peak_bytes"),
                        "step_s": C.median(out["step_seconds"]), "wall_s": res["wall_s"]})

@@ -68,6 +68,19 @@ def test_resume_continues_to_the_same_result(tiny, tmp_path):
     assert resumed.history[-1]["map_50"] == pytest.approx(full.history[-1]["map_50"], abs=1e-6)
 
 
+def test_speed_settings_do_not_change_what_is_learned(tiny):
+    """channels-last and the fused optimizer step (on by default) only change the speed: the fused
+    step gives the same weights as torch's for-each one (to float rounding), and channels-last the same losses up to
+    the order of float sums (which can flip a sampled proposal, hence the tolerance)."""
+    fast = _fit(tiny, epochs=1, val_loss=False)
+    unfused = _fit(tiny, epochs=1, val_loss=False, fused_optimizer=False)
+    plain = _fit(tiny, epochs=1, val_loss=False, channels_last=False, fused_optimizer=False)
+    assert fast.history[0]["train_loss"] == unfused.history[0]["train_loss"]
+    for name, tensor in fast.best_state.items():
+        assert torch.allclose(tensor, unfused.best_state[name], rtol=1e-5, atol=1e-7), name
+    assert fast.history[0]["train_loss"] == pytest.approx(plain.history[0]["train_loss"], rel=5e-3)
+
+
 def _nan_losses(model):
     """Make the detector's training losses NaN (as a too-high learning rate would)."""
     forward = model.forward
