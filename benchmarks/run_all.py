@@ -44,15 +44,9 @@ PARTIAL_DIR = HERE / "results"
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from smallobj_pipeline.detection.io import write_text
+
+    write_text(path, text)
 
 
 def _json_default(o: Any) -> Any:
