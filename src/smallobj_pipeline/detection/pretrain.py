@@ -46,14 +46,14 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .coco import IMAGE_SUFFIXES, CocoDataset, read_image
-from .data import to_channels
+from .data import image_to_tensor, to_channels
 from .errors import ConfigError, DatasetError
 from .inference import select_device
-from .trainer import _fmt_seconds, seed_everything
+from .trainer import _fmt_seconds, cosine_multiplier, epoch_loader, loader_workers, seed_everything, warmup_multiplier
 
 logger = logging.getLogger(__name__)
 
@@ -381,13 +381,14 @@ def extract_crops(
 
 
 # ---------------------------------------------------------------------------- datasets
-def _to_tensor(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(image))
-    t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)
-    t = t.float().div_(255.0)
-    m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-    return (t - m) / s
+def _normaliser(mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std as (C, 1, 1) tensors, built once per dataset."""
+    return (torch.tensor(list(mean), dtype=torch.float32).view(-1, 1, 1),
+            torch.tensor(list(std), dtype=torch.float32).view(-1, 1, 1))
+
+
+def _to_tensor(image: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    return (image_to_tensor(image) - mean) / std
 
 
 def _augment(transform: Any, image: np.ndarray) -> np.ndarray:
@@ -417,7 +418,7 @@ class ArrayClassificationDataset(Dataset):
         self.labels = np.asarray(labels, dtype=np.int64)
         self.classes = list(classes)
         self.transform = transform
-        self.mean, self.std = list(mean), list(std)
+        self.mean, self.std = _normaliser(mean, std)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -478,7 +479,7 @@ class FolderClassificationDataset(Dataset):
         self.in_channels = in_channels
         self.image_size = int(image_size)
         self.transform = transform
-        self.mean, self.std = list(mean), list(std)
+        self.mean, self.std = _normaliser(mean, std)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -579,12 +580,7 @@ def build_classifier(arch: str, in_channels: int, num_classes: int, zero_init_re
 
 def lr_multiplier(it: int, total_iters: int, warmup_iters: int, warmup_factor: float, min_lr_ratio: float) -> float:
     """Linear warm-up (from ``warmup_factor``) times cosine decay to ``min_lr_ratio`` over all iterations."""
-    warm = 1.0
-    if warmup_iters > 0 and it < warmup_iters:
-        alpha = it / warmup_iters
-        warm = warmup_factor * (1 - alpha) + alpha
-    progress = min(1.0, it / max(1, total_iters))
-    return warm * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return warmup_multiplier(it, warmup_iters, warmup_factor) * cosine_multiplier(it, total_iters, min_lr_ratio)
 
 
 @dataclass
@@ -632,11 +628,7 @@ def train_classifier(
     seed_everything(cfg.seed, cfg.deterministic)
     device = select_device(cfg.device)
     cuda = device.type == "cuda"
-    workers = cfg.num_workers
-    if workers == "auto":
-        import os
-
-        workers = min(4, os.cpu_count() or 1) if cuda else 0
+    workers = loader_workers(cfg.num_workers, cuda)
     model = model.to(device)
     decay, no_decay = [], []
     for p in model.parameters():
@@ -662,15 +654,8 @@ def train_classifier(
     fit_start = time.perf_counter()
     for epoch in range(cfg.epochs):
         epoch_start = time.perf_counter()
-        seed_everything(cfg.seed + epoch, cfg.deterministic)
-        tr = getattr(train_set, "transform", None)
-        if tr is not None and hasattr(tr, "set_random_seed"):
-            tr.set_random_seed(cfg.seed + epoch)
-        loader = DataLoader(
-            train_set, batch_size=cfg.batch_size,
-            sampler=RandomSampler(train_set, generator=torch.Generator().manual_seed(cfg.seed + epoch)),
-            num_workers=int(workers), pin_memory=cuda, drop_last=drop_last,
-        )
+        loader = epoch_loader(train_set, batch_size=cfg.batch_size, seed=cfg.seed, epoch=epoch,
+                              deterministic=cfg.deterministic, workers=workers, cuda=cuda, drop_last=drop_last)
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
         n_steps = len(loader)

@@ -4,8 +4,9 @@ One job: fit a model on a train :class:`DetectionDataset`, validate every epoch 
 project's single metric implementation (:mod:`.metrics`), keep the best and the last
 checkpoint, stop early, resume. No Kedro in here.
 
-CPU and GPU: mixed precision, ``cudnn.benchmark``, channels-last, loader workers and pinned
-memory are switched on only when the device is CUDA. Under ``torchrun`` (``WORLD_SIZE > 1``)
+CPU and GPU: mixed precision, ``cudnn.benchmark``, loader workers and pinned memory are
+switched on only when the device is CUDA; channels-last and the fused optimizer step are on for
+every device (``channels_last`` / ``fused_optimizer`` switch them off). Under ``torchrun`` (``WORLD_SIZE > 1``)
 the model is wrapped in DistributedDataParallel (SyncBatchNorm on request) and only rank 0
 validates, logs and writes files.
 
@@ -21,6 +22,7 @@ a second signal stops at once.
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 import math
 import os
@@ -187,6 +189,48 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+def loader_workers(num_workers: int | str, cuda: bool) -> int:
+    """``num_workers``, with "auto" = min(4, cpus) on CUDA and 0 (the main process) on CPU."""
+    if num_workers == "auto":
+        return min(4, os.cpu_count() or 1) if cuda else 0
+    return int(num_workers)
+
+
+def _seed_worker(base_seed: int, worker_id: int) -> None:
+    s = base_seed + worker_id
+    random.seed(s)
+    np.random.seed(s % (2**32))
+    torch.manual_seed(s)
+    tr = getattr(torch.utils.data.get_worker_info().dataset, "transform", None)
+    if tr is not None and hasattr(tr, "set_random_seed"):
+        tr.set_random_seed(s)
+
+
+def epoch_loader(dataset: Any, *, batch_size: int, seed: int, epoch: int, deterministic: bool, workers: int,
+                 cuda: bool, sampler: Any = None, collate_fn: Any = None, drop_last: bool = False) -> DataLoader:
+    """Seed everything for ``epoch`` and return its training loader, so that the order and the
+    augmentation of an epoch depend only on (seed, epoch), which makes a resumed run match an
+    uninterrupted one: the process and the dataset's transform get ``seed + epoch``, the default
+    sampler shuffles with ``seed + epoch``, each loader worker gets ``seed + 1000 * epoch + id``."""
+    seed_everything(seed + epoch, deterministic)
+    tr = getattr(dataset, "transform", None)
+    if tr is not None and hasattr(tr, "set_random_seed"):
+        tr.set_random_seed(seed + epoch)
+    if sampler is None:
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed + epoch))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_fn,
+        pin_memory=cuda,
+        persistent_workers=False,
+        worker_init_fn=functools.partial(_seed_worker, seed + 1000 * epoch) if workers > 0 else None,
+        drop_last=drop_last,
+    )
+
+
 def _fmt_seconds(seconds: float) -> str:
     seconds = max(0, int(round(seconds)))
     h, rem = divmod(seconds, 3600)
@@ -194,10 +238,29 @@ def _fmt_seconds(seconds: float) -> str:
     return f"{h:d}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
+def _kept_checkpoint(last_path: Path | None) -> str:
+    """The end of a training error's message: where the last good epoch is, if saved."""
+    return f"; the last good checkpoint is kept at {last_path}" if last_path and last_path.exists() else ""
+
+
 def _distributed() -> tuple[bool, int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     return world > 1, rank, world
+
+
+def warmup_multiplier(it: int, warmup_iters: int, warmup_factor: float) -> float:
+    """Linear warm-up from ``warmup_factor`` to 1 over the first ``warmup_iters`` iterations."""
+    if warmup_iters > 0 and it < warmup_iters:
+        alpha = it / warmup_iters
+        return warmup_factor * (1 - alpha) + alpha
+    return 1.0
+
+
+def cosine_multiplier(it: int, total_iters: int, min_lr_ratio: float) -> float:
+    """Cosine decay from 1 to ``min_lr_ratio`` over ``total_iters`` iterations."""
+    progress = min(1.0, it / max(1, total_iters))
+    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 class LRPolicy:
@@ -213,18 +276,14 @@ class LRPolicy:
 
     def __call__(self, it: int) -> float:
         cfg = self.cfg
-        warm = 1.0
-        if cfg.warmup_iters > 0 and it < cfg.warmup_iters:
-            alpha = it / cfg.warmup_iters
-            warm = cfg.warmup_factor * (1 - alpha) + alpha
+        warm = warmup_multiplier(it, cfg.warmup_iters, cfg.warmup_factor)
         epoch = it // self.iters_per_epoch
         if cfg.schedule == "step":
             sched = cfg.gamma ** (epoch // max(1, cfg.step_size))
         elif cfg.schedule == "multistep":
             sched = cfg.gamma ** bisect.bisect_right(sorted(cfg.milestones), epoch)
         elif cfg.schedule == "cosine":
-            progress = min(1.0, it / max(1, self.total_iters))
-            sched = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+            sched = cosine_multiplier(it, self.total_iters, cfg.min_lr_ratio)
         elif cfg.schedule == "plateau":
             sched = self.plateau_scale
         else:
@@ -310,39 +369,15 @@ class Trainer:
     def _loader(self, epoch: int) -> DataLoader:
         cfg = self.cfg
         cuda = self.device.type == "cuda"
-        workers = cfg.num_workers
-        if workers == "auto":
-            workers = min(4, os.cpu_count() or 1) if cuda else 0
-        generator = torch.Generator().manual_seed(cfg.seed + epoch)
+        sampler = None
         if self.distributed:
             from torch.utils.data.distributed import DistributedSampler
 
             sampler = DistributedSampler(self.train_set, shuffle=True, seed=cfg.seed)
             sampler.set_epoch(epoch)
-        else:
-            sampler = RandomSampler(self.train_set, generator=generator)
-        base_seed = cfg.seed + 1000 * epoch
-
-        def _worker_init(worker_id: int) -> None:
-            s = base_seed + worker_id
-            random.seed(s)
-            np.random.seed(s % (2**32))
-            torch.manual_seed(s)
-            tr = getattr(torch.utils.data.get_worker_info().dataset, "transform", None)
-            if tr is not None and hasattr(tr, "set_random_seed"):
-                tr.set_random_seed(s)
-
-        return DataLoader(
-            self.train_set,
-            batch_size=cfg.batch_size,
-            sampler=sampler,
-            num_workers=int(workers),
-            collate_fn=collate,
-            pin_memory=cuda,
-            persistent_workers=False,
-            worker_init_fn=_worker_init if int(workers) > 0 else None,
-            drop_last=False,
-        )
+        return epoch_loader(self.train_set, batch_size=cfg.batch_size, seed=cfg.seed, epoch=epoch,
+                            deterministic=cfg.deterministic, workers=loader_workers(cfg.num_workers, cuda),
+                            cuda=cuda, sampler=sampler, collate_fn=collate)
 
     def _ckpt(self, name: str) -> Path | None:
         return self.checkpoint_dir / name if self.checkpoint_dir else None
@@ -436,10 +471,6 @@ class Trainer:
                 stopped_early = True
                 break
             epoch_start = time.perf_counter()
-            seed_everything(cfg.seed + epoch, cfg.deterministic)
-            tr = self.train_set.transform
-            if tr is not None and hasattr(tr, "set_random_seed"):
-                tr.set_random_seed(cfg.seed + epoch)
             loader = self._loader(epoch)
             train_model.train()
             sums: dict[str, float] = {}
@@ -447,17 +478,14 @@ class Trainer:
             optimizer.zero_grad(set_to_none=True)
             batches = iter(loader)
             for step in range(n_steps):
+                where = f"during epoch {epoch + 1}/{cfg.epochs}, after step {step}/{n_steps}"
                 if self._stop.requested:
-                    raise self._interrupted(
-                        f"during epoch {epoch + 1}/{cfg.epochs}, after step {step}/{n_steps}", epoch
-                    )
+                    raise self._interrupted(where, epoch)
                 try:
                     images, targets = next(batches)
                 except Exception:  # a worker killed by the same Ctrl-C: report the interruption
                     if self._stop.requested:
-                        raise self._interrupted(
-                            f"during epoch {epoch + 1}/{cfg.epochs}, after step {step}/{n_steps}", epoch
-                        ) from None
+                        raise self._interrupted(where, epoch) from None
                     raise
                 images = [im.to(self.device, non_blocking=True) for im in images]
                 targets = [{k: v.to(self.device, non_blocking=True) for k, v in t.items()} for t in targets]
@@ -467,7 +495,7 @@ class Trainer:
                 loss_value = float(loss.detach())
                 if not math.isfinite(loss_value):
                     parts = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in loss_dict.items())
-                    kept = f"; the last good checkpoint is kept at {last_path}" if last_path and last_path.exists() else ""
+                    kept = _kept_checkpoint(last_path)
                     raise TrainingError(
                         f"[{self.name}] non-finite loss ({loss_value}) at epoch {epoch + 1}, step {step + 1} "
                         f"({parts}). The learning rate ({optimizer.param_groups[0]['lr']:.3g}) is probably too "
@@ -501,7 +529,7 @@ class Trainer:
                     f"[{self.name}] training diverged at epoch {epoch + 1}: mean loss {train_loss:.4g} is over "
                     f"{cfg.divergence_factor:g}x the first epoch's ({first_epoch_loss:.4g}). The learning rate "
                     f"({cfg.lr:g}) is too high for this model: lower training.lr (or set training.grad_clip_norm)"
-                    + (f"; the last good checkpoint is kept at {last_path}" if last_path and last_path.exists() else "")
+                    + _kept_checkpoint(last_path)
                     + "."
                 )
             row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss}
