@@ -121,8 +121,6 @@ def write_json(path: str | Path, data: Any, indent: int | None = 2) -> Path:
     def _write(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=indent, default=_json_default)
-            fh.flush()
-            os.fsync(fh.fileno())
 
     return atomic_write(path, _write)
 

@@ -120,7 +120,7 @@ def assign_splits(
 def classes_missing_from_splits(coco: CocoDataset) -> dict[str, list[str]]:
     """Non-empty split name -> classes (``"name (id N)"``) without a single object in that split."""
     out: dict[str, list[str]] = {}
-    names = {c["id"]: str(c.get("name", c["id"])) for c in coco.categories}
+    names = coco.category_names()
     for split in SPLIT_NAMES:
         ids = set(coco.splits.get(split) or [])
         if not ids:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +25,7 @@ from .checkpoint import save_checkpoint
 from .coco import CocoDataset
 from .experiment import train_experiment
 from .io import atomic_write
+from .trainer import _distributed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,10 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     coco = CocoDataset.from_dir(args.data)
     ckpt_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else Path(args.model_out).parent
     model_file, history = train_experiment(coco, cfg, ckpt_dir)
-    if int(os.environ.get("RANK", "0")) == 0:
+    distributed, rank, _ = _distributed()
+    if rank == 0:
         save_checkpoint(model_file, args.model_out)
         atomic_write(args.history_out, lambda tmp: pd.DataFrame(history).to_csv(tmp, index=False))
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if distributed:
         import torch.distributed as dist
 
         if dist.is_initialized():

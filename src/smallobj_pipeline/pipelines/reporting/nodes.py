@@ -24,11 +24,11 @@ def preview_augmentation(model_input: CocoDataset, defaults: dict[str, Any]) -> 
     return render_augmentation_grid(model_input.split("train"), transform, num_samples=8, seed=0)
 
 
-def build_report(reporting: dict[str, Any], augmentation_preview: Any, *after: Any) -> tuple[pd.DataFrame, str, dict[str, Any]]:
+def build_report(reporting: dict[str, Any], *after: Any) -> tuple[pd.DataFrame, str, dict[str, Any]]:
     """Collect every experiment present, write the table, the plots and the HTML report.
 
-    ``augmentation_preview`` and ``after`` only order this node after the preview and the
-    experiments' evaluations; the files are read back from ``reporting.embed_plots``.
+    ``after`` (the augmentation preview, the experiments' metrics) only orders this node after
+    them; the files are read back from ``reporting.embed_plots``.
     """
     runs = rep.collect_runs(
         reporting["reporting_dir"], reporting["models_dir"], reporting["predictions_dir"],

@@ -6,7 +6,7 @@ from .nodes import build_report, preview_augmentation
 def create_pipeline(experiment_names: list[str] | None = None, **kwargs) -> Pipeline:
     """With ``experiment_names`` the report waits for their evaluations (train pipeline);
     without, it rebuilds from whatever is on disk (``kedro run --pipeline=report``)."""
-    after = [f"{name}.metrics" for name in experiment_names or []]
+    after = ["augmentation_preview", *(f"{name}.metrics" for name in experiment_names or [])]
     return Pipeline(
         [
             node(
@@ -18,7 +18,7 @@ def create_pipeline(experiment_names: list[str] | None = None, **kwargs) -> Pipe
             ),
             node(
                 build_report,
-                ["params:reporting", "augmentation_preview", *after],
+                ["params:reporting", *after],
                 ["experiments_table", "report_html", "report_plots"],
                 name="build_report",
                 tags=["report"],
