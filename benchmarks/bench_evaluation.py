@@ -107,7 +107,7 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
     with C.quiet(), C.timed(t, "pycocotools"):
         ref = pycocotools_eval(gt_copy, pred_copy)
     # the project's COCO part alone, and its backend's 12 summary numbers
-    with C.quiet(), C.timed(t, "project_coco_part"):
+    with C.timed(t, "project_coco_part"):  # _run_cocoeval silences the backend itself
         backend = M._run_cocoeval(M._normalise_gt(gt), predictions, [1, 10, 100], "faster_coco_eval")
     with C.quiet():
         backend.summarize()
@@ -121,8 +121,7 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
                          "diff": max(abs(float(backend_stats[i]) - float(ref[i])),
                                      abs(ours_v - float(ref[i])) if ours_v is not None else 0.0)})
     max_diff = max(c["diff"] for c in compared)
-    equal = max_diff <= TOLERANCE
-    if not equal:
+    if max_diff > TOLERANCE:  # the section fails: a speed-up of different numbers means nothing
         raise AssertionError(f"project and pycocotools differ by {max_diff:g} (> {TOLERANCE:g}): {compared}")
     ratio = t["pycocotools"] / t["project"]
     ratio_coco = t["pycocotools"] / t["project_coco_part"]
@@ -158,7 +157,7 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
     md.append(f"Speed-up **{ratio:.1f}x** (target at least {TARGET:g}x): {'met' if met else 'missed; ' + note}.")
     summary = [
         C.target_row(f"evaluation speed-up vs pycocotools ({n:,} images)", f"{ratio:.1f}x", f">= {TARGET:g}x", met, note),
-        C.target_row("evaluation numbers equal to pycocotools", f"max diff {max_diff:.1e}", f"<= {TOLERANCE:g}", equal),
+        C.target_row("evaluation numbers equal to pycocotools", f"max diff {max_diff:.1e}", f"<= {TOLERANCE:g}", True),
     ]
     return {"title": TITLE, "summary": summary, "markdown": "\n".join(md),
             "data": {"images": n, "gt_boxes": len(gt["annotations"]), "predictions": len(predictions),

@@ -13,7 +13,6 @@ own log (a timestamp per record, through ``KEDRO_LOGGING_CONFIG``) and its ``met
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 import sys
@@ -61,8 +60,7 @@ def make_project(root: Path, quick: bool) -> Path:
     (root / "conf" / "local").mkdir()
     shutil.copy(C.REPO / "pyproject.toml", root / "pyproject.toml")
     (root / "src").mkdir()
-    exp = yaml.safe_load((C.REPO / "conf/base/parameters_experiments.yml").read_text())
-    defaults = copy.deepcopy(exp["experiment_defaults"])
+    defaults = C.experiment_defaults()
     defaults["training"].update({"epochs": 1, "log_every": 1})
     local: dict[str, Any] = {"experiment_defaults": defaults}  # top-level keys replace base's
     if quick:

@@ -16,6 +16,7 @@ large image.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ def _epoch_seconds(coco, ids, model_cfg, train_cfg) -> float:
     return float(result.history[0]["train_seconds"])
 
 
-def _train_cfg(quick: bool):
+def _train_cfg():
     from smallobj_pipeline.detection.trainer import TrainConfig
 
     training = C.experiment_defaults()["training"]
@@ -59,7 +60,7 @@ def _train_cfg(quick: bool):
 
 def _warm_up(coco, model_cfg, train_cfg) -> None:
     ids = [img["id"] for img in coco.images][:2]
-    _epoch_seconds(coco, ids, model_cfg, train_cfg.__class__.from_dict({**train_cfg.__dict__, "batch_size": 2}))
+    _epoch_seconds(coco, ids, model_cfg, dataclasses.replace(train_cfg, batch_size=2))
 
 
 def run(quick: bool, workdir: Path) -> dict[str, Any]:
@@ -70,7 +71,7 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
     from smallobj_pipeline.detection.sliced import SliceConfig, sliced_predict, tile_starts
 
     dev = C.device()
-    train_cfg = _train_cfg(quick)
+    train_cfg = _train_cfg()
     base_kwargs = C.sample_kwargs(quick)
 
     # ---- image count (at the sample's size)
@@ -85,12 +86,10 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
 
     # ---- image size
     by_size = []
-    cfg_by_size = {}
     for s in SIZES[quick]:
         coco_s = C.generate(workdir / f"size_{s}", **{**base_kwargs, **_objects(s), "num_images": SIZE_IMAGES[quick],
                                                       "image_size": s})
         cfg_s = C.resolved_config("scaling", coco_s, {"model": {"min_size": s, "max_size": s}})["model"]
-        cfg_by_size[s] = cfg_s
         ids = [img["id"] for img in coco_s.images]
         seconds = _epoch_seconds(coco_s, ids, cfg_s, train_cfg)
         model = build_model(cfg_s, num_classes=coco_s.num_classes).to(dev)
@@ -98,8 +97,7 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
                                     time_images=True)
         by_size.append({"size": s, "images": len(ids), "seconds": seconds, "s_per_image": seconds / len(ids),
                         "infer_ms_per_image": timing.get("ms_per_image")})
-    k, log_c = np.polyfit(np.log([p["size"] for p in by_size]), np.log([p["s_per_image"] for p in by_size]), 1)
-    k = float(k)
+    _, k = C.linear_fit(np.log([p["size"] for p in by_size]), np.log([p["s_per_image"] for p in by_size]))
 
     # ---- sliced vs whole-image inference on a large image
     big = LARGE[quick]

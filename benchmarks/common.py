@@ -92,11 +92,9 @@ def sample_dataset(workdir: Path, quick: bool):
 
 
 def with_splits(coco, train: Sequence[int], val: Sequence[int] = (), test: Sequence[int] = ()):
-    from smallobj_pipeline.detection.coco import CocoDataset
+    from smallobj_pipeline.detection.split import _with_splits
 
-    return CocoDataset(root=coco.root, images=coco.images, annotations=coco.annotations,
-                       categories=coco.categories, splits={"train": list(train), "val": list(val),
-                                                           "test": list(test)}, info=coco.info)
+    return _with_splits(coco, {"train": list(train), "val": list(val), "test": list(test)})
 
 
 def resolved_config(name: str, coco, overrides: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -31,6 +31,8 @@ sys.path.insert(0, str(HERE))
 
 import common as C  # noqa: E402
 
+from smallobj_pipeline.detection.io import write_text  # noqa: E402  (src on the path via common)
+
 SECTIONS = {
     "throughput": "bench_throughput",
     "evaluation": "bench_evaluation",
@@ -41,12 +43,6 @@ SECTIONS = {
 }
 FULL_OUT = C.REPO / "docs" / "benchmarks.md"
 PARTIAL_DIR = HERE / "results"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    from smallobj_pipeline.detection.io import write_text
-
-    write_text(path, text)
 
 
 def _json_default(o: Any) -> Any:
@@ -166,11 +162,11 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     total = time.perf_counter() - t0
 
-    _atomic_write(out, render(results, info, command, started, total, args.quick))
+    write_text(out, render(results, info, command, started, total, args.quick))
     raw = {"command": command, "date": started.isoformat(), "machine": info, "quick": args.quick,
            "total_seconds": total,
            "sections": {k: {kk: vv for kk, vv in v.items() if kk != "markdown"} for k, v in results.items()}}
-    _atomic_write(out.with_suffix(".json"), json.dumps(raw, indent=1, default=_json_default, allow_nan=True) + "\n")
+    write_text(out.with_suffix(".json"), json.dumps(raw, indent=1, default=_json_default, allow_nan=True) + "\n")
     print(f"[bench] wrote {out} and {out.with_suffix('.json')} in {total / 60:.1f} min", file=sys.stderr, flush=True)
     return 1 if any(r.get("error") for r in results.values()) else 0
 
