@@ -55,6 +55,24 @@ def make_dataset(root: Path) -> Path:
                                    min_side=6, max_side=12)
 
 
+def on_training_losses(model, change):
+    """Wrap ``model.forward`` so that in training (with targets) ``change(losses, step)``, step
+    counted from 1, returns the losses to use (or acts, e.g. sends a signal, and returns them).
+    Returns the list of training steps seen so far."""
+    forward = model.forward
+    steps: list[int] = []
+
+    def wrapped(images, targets=None):
+        out = forward(images, targets)
+        if model.training and targets is not None:
+            steps.append(len(steps) + 1)
+            out = change(out, steps[-1])
+        return out
+
+    model.forward = wrapped
+    return steps
+
+
 PAUSE_SECONDS = 3.0
 
 

@@ -39,22 +39,10 @@ def _env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    previous = R.set_threads()
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return R.make_dataset(tmp_path_factory.mktemp("interrupt") / "data")
-
-
-@pytest.fixture(scope="module")
-def reference(data, tmp_path_factory, one_thread):
+def reference(run_data, tmp_path_factory, one_thread):
     """The uninterrupted run: history and final weights."""
     ckpt = tmp_path_factory.mktemp("reference")
-    result = R.make_trainer(data, ckpt).fit()
+    result = R.make_trainer(run_data, ckpt).fit()
     return result.history, load_checkpoint(ckpt / "last.pt")["model"]
 
 
@@ -94,22 +82,22 @@ def _assert_same_run(history, weights, ref_history, ref_weights):
         assert torch.allclose(value.float(), ref_weights[key].float(), rtol=0, atol=1e-6), key
 
 
-def test_sigkill_mid_epoch_then_resume_ends_like_an_uninterrupted_run(data, reference, tmp_path, one_thread):
+def test_sigkill_mid_epoch_then_resume_ends_like_an_uninterrupted_run(run_data, reference, tmp_path, one_thread):
     ckpt = tmp_path / "ckpt"
-    code, log = _run_and_signal(data, ckpt, signal.SIGKILL)
+    code, log = _run_and_signal(run_data, ckpt, signal.SIGKILL)
     assert code == -signal.SIGKILL, log
     assert "epoch 1/3 done" in log and "epoch 2/3 done" not in log
     assert load_checkpoint(ckpt / "last.pt")["epoch"] == 0  # epoch 1, intact
     assert not list(ckpt.glob(".*.tmp"))  # the kill did not hit a checkpoint write
 
-    result = R.make_trainer(data, ckpt, resume=True).fit()
+    result = R.make_trainer(run_data, ckpt, resume=True).fit()
     assert [row["epoch"] for row in result.history] == [1, 2, 3]
     _assert_same_run(result.history, load_checkpoint(ckpt / "last.pt")["model"], *reference)
 
 
-def test_sigint_stops_cleanly_says_how_to_resume_and_resumes(data, reference, tmp_path, one_thread):
+def test_sigint_stops_cleanly_says_how_to_resume_and_resumes(run_data, reference, tmp_path, one_thread):
     ckpt = tmp_path / "ckpt"
-    code, log = _run_and_signal(data, ckpt, signal.SIGINT)
+    code, log = _run_and_signal(run_data, ckpt, signal.SIGINT)
     assert code != 0, log
     assert "Traceback" in log and "TrainingInterrupted" in log  # a KeyboardInterrupt subclass
     message = re.search(r"training interrupted by SIGINT (.*)", log)
@@ -122,26 +110,21 @@ def test_sigint_stops_cleanly_says_how_to_resume_and_resumes(data, reference, tm
     assert state["epoch"] == 0 and len(state["history"]) == 1
     assert not list(ckpt.glob(".*.tmp"))
 
-    result = R.make_trainer(data, ckpt, resume=True).fit()
+    result = R.make_trainer(run_data, ckpt, resume=True).fit()
     _assert_same_run(result.history, load_checkpoint(ckpt / "last.pt")["model"], *reference)
 
 
-def test_sigint_in_process_raises_training_interrupted_and_restores_the_handler(data, tmp_path, one_thread):
+def test_sigint_in_process_raises_training_interrupted_and_restores_the_handler(run_data, tmp_path, one_thread):
     from smallobj_pipeline.detection.trainer import TrainingInterrupted
 
-    trainer = R.make_trainer(data, tmp_path / "ckpt", epochs=1)
-    forward = trainer.model.forward
-    calls = []
+    trainer = R.make_trainer(run_data, tmp_path / "ckpt", epochs=1)
 
-    def forward_then_ctrl_c(images, targets=None):
-        out = forward(images, targets)
-        if trainer.model.training and targets is not None:
-            calls.append(1)
-            if len(calls) == 1:
-                os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C during the first step
+    def ctrl_c_on_first_step(out, step):
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C during the first step
         return out
 
-    trainer.model.forward = forward_then_ctrl_c
+    calls = R.on_training_losses(trainer.model, ctrl_c_on_first_step)
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(TrainingInterrupted, match=r"during epoch 1/1, after step 1/3: no epoch was completed"):
         trainer.fit()

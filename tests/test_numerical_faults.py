@@ -5,39 +5,22 @@ checkpoint. (The NaN case at a given step is in tests/test_trainer.py.)"""
 from __future__ import annotations
 
 import pytest
-import torch
 
 import interrupt_run as R
 from smallobj_pipeline.detection.checkpoint import load_checkpoint
 from smallobj_pipeline.detection.trainer import TrainingError
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return R.make_dataset(tmp_path_factory.mktemp("numeric") / "data")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = R.set_threads()
-    yield
-    torch.set_num_threads(previous)
+def test_a_loss_that_explodes_after_the_first_epoch_is_reported_as_a_too_high_learning_rate(run_data, tmp_path):
+    trainer = R.make_trainer(run_data, tmp_path, epochs=3, warmup_iters=0, schedule="none")
 
+    def exploding(out, step):  # from epoch 2 (step 4) on: the value explodes, the gradients stay sane
+        return {k: v + 1000 * v.detach() for k, v in out.items()} if step > 3 else out
 
-def test_a_loss_that_explodes_after_the_first_epoch_is_reported_as_a_too_high_learning_rate(data, tmp_path):
-    trainer = R.make_trainer(data, tmp_path, epochs=3, warmup_iters=0, schedule="none")
-    forward = trainer.model.forward
-    steps = []
-
-    def exploding(images, targets=None):
-        out = forward(images, targets)
-        if trainer.model.training and targets is not None:
-            steps.append(1)
-            if len(steps) > 3:  # from epoch 2 on: the value explodes, the gradients stay sane
-                out = {k: v + 1000 * v.detach() for k, v in out.items()}
-        return out
-
-    trainer.model.forward = exploding
+    R.on_training_losses(trainer.model, exploding)
     with pytest.raises(TrainingError, match=r"training diverged at epoch 2: mean loss .* over 20x the first epoch's "
                                             r".*learning rate \(0\.01\) is too high for this model: lower training\.lr"
                                             r".*last good checkpoint is kept at \S*last\.pt"):
@@ -45,8 +28,8 @@ def test_a_loss_that_explodes_after_the_first_epoch_is_reported_as_a_too_high_le
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 0  # epoch 1, not the diverged one
 
 
-def test_a_learning_rate_far_too_high_stops_with_a_message_saying_so(data, tmp_path):
-    trainer = R.make_trainer(data, tmp_path, epochs=2, lr=1e5, warmup_iters=0, schedule="none")
+def test_a_learning_rate_far_too_high_stops_with_a_message_saying_so(run_data, tmp_path):
+    trainer = R.make_trainer(run_data, tmp_path, epochs=2, lr=1e5, warmup_iters=0, schedule="none")
     with pytest.raises(TrainingError, match=r"non-finite loss \((nan|inf)\) at epoch 1, step \d+ .*"
                                             r"The learning rate \(1e\+05\) is probably too high for this model"):
         trainer.fit()

@@ -78,8 +78,10 @@ def test_cross_experiment_table_and_report(trained):
 
 def test_one_namespace_reruns_alone_and_report_rebuilds(trained):
     before = (trained / "data/08_reporting/tiny_b/metrics.json").stat().st_mtime_ns
+    before_a = (trained / "data/08_reporting/tiny_a/metrics.json").stat().st_mtime_ns
     run_pipeline(trained, "train", namespaces=["tiny_a"])
     assert (trained / "data/08_reporting/tiny_b/metrics.json").stat().st_mtime_ns == before
+    assert (trained / "data/08_reporting/tiny_a/metrics.json").stat().st_mtime_ns > before_a
     (trained / "data/08_reporting/report.html").unlink()
     run_pipeline(trained, "report")
     assert "tiny_a" in (trained / "data/08_reporting/report.html").read_text()

@@ -84,19 +84,12 @@ def test_a_checkpoint_with_pickled_objects_is_refused_and_its_code_never_runs(tm
 
 def test_resuming_from_a_planted_checkpoint_is_refused(tmp_path):
     import interrupt_run as R
-    from smallobj_pipeline.detection.data import DetectionDataset
-    from smallobj_pipeline.detection.models import build_model
-    from smallobj_pipeline.detection.sample_data import generate_sample_dataset
-    from smallobj_pipeline.detection.trainer import Trainer, TrainConfig
 
-    coco = CocoDataset.from_dir(generate_sample_dataset(tmp_path / "data", num_images=2, image_size=64, seed=0))
-    ids = [img["id"] for img in coco.images]
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     marker = tmp_path / "payload_ran"
     torch.save({"model": {}, "epoch": 0, "x": Payload(marker)}, ckpt / "last.pt")
-    trainer = Trainer(build_model(R.MODEL, num_classes=coco.num_classes), DetectionDataset(coco, ids),
-                      None, TrainConfig.from_dict({"epochs": 1, "resume": True}), checkpoint_dir=ckpt)
+    trainer = R.make_trainer(R.make_dataset(tmp_path / "data"), ckpt, epochs=1, resume=True)
     with pytest.raises(WeightsError, match=REFUSED):
         trainer.fit()
     assert not marker.exists()
@@ -171,7 +164,7 @@ def test_experiment_names_cannot_become_paths(name):
 
 
 @pytest.mark.parametrize("file_name", ["../outside.png", "images/../../outside.png", "/etc/passwd"])
-def test_dataset_file_names_cannot_leave_the_dataset_on_read_or_on_write(tmp_path, file_name):
+def test_dataset_file_names_cannot_leave_the_dataset_on_read_or_when_copied(tmp_path, file_name):
     root = tmp_path / "ds"
     root.mkdir()
     (tmp_path / "outside.png").write_bytes(b"x")
@@ -183,7 +176,8 @@ def test_dataset_file_names_cannot_leave_the_dataset_on_read_or_on_write(tmp_pat
         coco.read_image(1)
     with pytest.raises(DatasetError, match="file_name"):
         coco.to_dir(tmp_path / "copy")
-    assert not (tmp_path / "copy" / "outside.png").exists()
+    assert not any((tmp_path / "copy").rglob("*"))  # refused before anything was written
+    assert (tmp_path / "outside.png").read_bytes() == b"x"  # nor overwritten where it points
 
 
 def test_a_bare_weights_name_is_looked_up_only_in_its_folder(tmp_path):
