@@ -1,6 +1,7 @@
 """Test-wide settings: no telemetry, headless plotting, small thread pools (CI has 2 cores)."""
 
 import os
+import tempfile
 
 for key, value in {
     "KEDRO_DISABLE_TELEMETRY": "1",
@@ -8,6 +9,8 @@ for key, value in {
     "DVC_NO_ANALYTICS": "1",
     "GX_ANALYTICS_ENABLED": "False",
     "MPLBACKEND": "Agg",
+    # the file-hash cache of this test session, not the user's ~/.cache
+    "SMALLOBJ_HASH_CACHE": os.path.join(tempfile.mkdtemp(prefix="smallobj-hash-"), "hashes.sqlite"),
 }.items():
     os.environ.setdefault(key, value)
 

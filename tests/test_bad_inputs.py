@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pytest
 import tifffile
+import torch
 from PIL import Image
 
 from smallobj_pipeline.detection import coco as coco_module
@@ -369,9 +370,20 @@ def _rgba_read_as_rgb(run, ctx):
 
 
 def _16bit_scaled(run, ctx):
-    arr = run.coco.read_image(ctx["id"])
+    arr = run.coco.read_image(ctx["id"], {"mode": "fixed"})
     assert arr.dtype == np.uint8 and np.array_equal(arr, ctx["gray"])  # v * 257 / 257
+    faithful = run.coco.read_image(ctx["id"])  # the default (auto): every level kept, in [0, 1]
+    assert faithful.dtype == np.float32 and 0.0 <= faithful.min() and faithful.max() <= 1.0
+    # every level kept but those beyond the 0.1 / 99.9 percentiles (clipped to 0 and 1)
+    assert np.unique(faithful).size >= 0.95 * np.unique(ctx["gray"]).size
     _converted_to_gray(run, ctx)
+
+
+def _float_tiff_accepted(run, ctx):
+    image, _ = run.items[ctx["id"]]
+    assert image.dtype == torch.float32 and image.shape == (1, SIZE, SIZE)
+    assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+    assert torch.unique(image).numel() > 32  # scaled by its percentiles, not crushed
 
 
 def _negative_example(run, ctx):
@@ -458,9 +470,7 @@ CASES = [
     Case("declared_size_differs_drop", declared_size_differs, "drop", Dropped("image", V.DECLARED_SIZE)),
     Case("rgba_png_alpha_dropped", rgba_png, "fail", Accepted(_rgba_read_as_rgb)),
     Case("png_16bit_scaled", png_16bit, "fail", Accepted(_16bit_scaled)),
-    Case("float_tiff_refused", float_tiff, "fail",
-         Raises(V.DataValidationError, _failed_with(
-             V.FILE_READABLE, "image", lambda c: rf"image id {c['id']}: \S*{_esc(c['file'])}: unsupported pixel type float32"))),
+    Case("float_tiff_accepted", float_tiff, "fail", Accepted(_float_tiff_accepted)),
     Case("huge_image_refused", huge_image, "fail",
          Raises(V.DataValidationError, _failed_with(
              V.IMAGE_NOT_TOO_LARGE, "image",

@@ -68,14 +68,17 @@ def test_images_are_read_lazily_in_every_supported_format(tmp_path):
     images = [{"id": i + 1, "file_name": f"img/{n}", "width": 30, "height": 20} for i, n in enumerate(names)]
     coco = CocoDataset.from_dir(_write_coco(root, images))  # loading reads no image: the missing one is fine
 
-    got = {n: coco.read_image(i + 1) for i, n in enumerate(names[:-1])}
+    got = {n: coco.read_image(i + 1, {"mode": "fixed"}) for i, n in enumerate(names[:-1])}
     for n, arr in got.items():
         assert arr.dtype == np.uint8, n
+    faithful = coco.read_image(5)  # default intensity: more than 8 bits become float in [0, 1]
+    assert faithful.dtype == np.float32 and 0.0 <= faithful.min() and faithful.max() <= 1.0
+    assert coco.read_raw(5).dtype == np.uint16
     assert got["gray.png"].shape == (20, 30) and np.array_equal(got["gray.png"], gray)
     assert got["rgb.png"].shape == (20, 30, 3) and np.array_equal(got["rgb.png"], rgb)
     assert got["gray.jpg"].shape == (20, 30) and np.abs(got["gray.jpg"].astype(int) - gray).mean() < 12
     assert got["rgb.jpeg"].shape == (20, 30, 3)
-    assert np.array_equal(got["g16.tif"], gray)  # 16-bit scaled to 8-bit
+    assert np.array_equal(got["g16.tif"], gray)  # 16-bit scaled to 8-bit under intensity 'fixed'
     assert np.array_equal(got["rgb8.tiff"], rgb)
     with pytest.raises(DatasetError, match=r"image id 7: .*missing\.png.*not found"):
         coco.read_image(7)

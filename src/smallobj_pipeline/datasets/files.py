@@ -27,7 +27,7 @@ class _FileDataset(AbstractDataset):
 
 class JSONDataset(_FileDataset):
     def load(self) -> Any:
-        with open(self._filepath, encoding="utf-8") as fh:
+        with open(self._filepath, encoding="utf-8-sig") as fh:
             return json.load(fh)
 
     def save(self, data: Any) -> None:

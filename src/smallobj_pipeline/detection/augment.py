@@ -332,7 +332,8 @@ def _is_number(v: Any) -> bool:
 def apply_transform(
     transform: A.Compose | None, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Apply ``transform`` to a uint8 image ``(H, W)`` or ``(H, W, 3)`` and its boxes.
+    """Apply ``transform`` to an image ``(H, W)`` or ``(H, W, 3)`` (``uint8``, or ``float32`` in
+    [0, 1] for images of more than 8 bits) and its boxes.
 
     ``boxes`` is ``(N, 4)`` float ``x1, y1, x2, y2`` pixels, ``labels`` ``(N,)`` int. Returns the
     image with the same channel layout, ``boxes`` ``(M, 4)`` float32 and ``labels`` ``(M,)``
@@ -370,14 +371,17 @@ def render_augmentation_grid(
     num_samples: int = 8,
     seed: int = 0,
     image_ids: Sequence[Any] | None = None,
+    intensity: Any = None,
 ) -> Figure:
     """A grid of augmented training samples with their boxes (one panel per sample).
 
     Images are drawn at random (``seed``) among ``coco.images`` (repeated when there are fewer
     than ``num_samples``), or taken from ``image_ids`` (one panel each). The same seed gives the
     same figure; ``transform`` itself is not touched (a seeded copy is used). ``None`` shows the
-    images as they are.
+    images as they are. Pixels are scaled by ``intensity`` (:mod:`.intensity`), as in training.
     """
+    from .intensity import to_display
+
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
@@ -406,12 +410,13 @@ def render_augmentation_grid(
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     colors = ["#ff3b30", "#34c759", "#0a84ff", "#ffcc00", "#af52de", "#ff9500", "#5ac8fa"]
     for ax, image_id in zip(axes, ids, strict=False):
-        image = coco.read_image(image_id)
+        image = coco.read_image(image_id, intensity)
         anns = [a for a in coco.annotations_by_image.get(image_id, []) if not a.get("iscrowd", 0)]
         boxes = np.array([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]
         labels = np.array([coco.label_of_category.get(a["category_id"], 0) for a in anns], dtype=np.int64)
         image, boxes, labels = apply_transform(transform, image, boxes, labels)
+        image = to_display(image)
         if image.ndim == 2:
             ax.imshow(image, cmap="gray", vmin=0, vmax=255)
         else:

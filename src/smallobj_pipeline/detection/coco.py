@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import shutil
 import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -22,6 +22,8 @@ import numpy as np
 
 from .errors import DatasetError
 from .io import write_json
+
+logger = logging.getLogger(__name__)
 
 ANNOTATIONS_FILE = "annotations.json"
 SPLIT_NAMES = ("train", "val", "test")
@@ -37,7 +39,7 @@ def load_json(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:  # -sig: a UTF-8 BOM (Windows tools) is fine
             data = json.load(fh)
     except json.JSONDecodeError as exc:
         raise DatasetError(
@@ -79,9 +81,18 @@ def check_structure(data: dict[str, Any], path: str | Path) -> None:
                 f"{path}: annotation id {ann['id']} (image id {ann['image_id']}): "
                 f"'bbox' must be [x, y, width, height] numbers, got {bbox!r}"
             )
+    first_category: dict[int, int] = {}
     for i, cat in enumerate(data["categories"]):
         _require_fields(cat, ("id",), f"{path}: categories[{i}]")
         _require_ids(cat, ("id",), f"{path}: categories[{i}]")
+        if cat["id"] in first_category:
+            j = first_category[cat["id"]]
+            raise DatasetError(
+                f"{path}: duplicate category id {cat['id']}: categories[{j}] "
+                f"{json.dumps(data['categories'][j])} and categories[{i}] {json.dumps(cat)}; "
+                "each category needs its own id (which name should its boxes get?)"
+            )
+        first_category[cat["id"]] = i
 
 
 def _require_fields(record: Any, fields: tuple[str, ...], where: str) -> None:
@@ -124,10 +135,15 @@ _MODE_CHANNELS = {"1": 1, "L": 1, "LA": 1, "La": 1, "I": 1, "I;16": 1, "I;16B": 
                   "YCbCr": 3, "LAB": 3, "HSV": 3}
 
 
+EXIF_ORIENTATION = 0x0112  # 1: as stored; 5-8: rotated by 90 degrees (width and height swap)
+
+
 def read_header(path: str | Path) -> tuple[int, int, int]:
     """``(width, height, channels)`` from the file's header only: no pixel data is decoded, so
-    this is cheap and safe on any image size. ``channels`` is what :func:`read_image` returns
-    (1 or 3; an alpha channel is not counted). A damaged header raises :class:`DatasetError`."""
+    this is cheap and safe on any image size. ``channels`` is what :func:`read_raw` returns
+    (1 or 3; an alpha channel is not counted). Width and height are those of the image as
+    displayed: an EXIF orientation of 5-8 (rotated by 90 degrees) swaps them, as
+    :func:`read_raw` applies the orientation. A damaged header raises :class:`DatasetError`."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: image file not found")
@@ -146,13 +162,25 @@ def read_header(path: str | Path) -> tuple[int, int, int]:
             with Image.open(path) as img:
                 w, h = img.size
                 mode = img.mode
+                orientation = exif_orientation(img)
     except DatasetError:
         raise
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad file for the user
         raise DatasetError(f"{path}: cannot read the image header ({_decoder_error(exc)})") from None
     if mode not in _MODE_CHANNELS:
         raise DatasetError(f"{path}: unsupported image mode {mode!r}")
+    if orientation in (5, 6, 7, 8):
+        w, h = h, w
     return int(w), int(h), _MODE_CHANNELS[mode]
+
+
+def exif_orientation(img: Any) -> int:
+    """The EXIF orientation tag of an open PIL image (1 when absent or unreadable)."""
+    try:
+        value = img.getexif().get(EXIF_ORIENTATION, 1)
+        return int(value) if int(value) in range(1, 9) else 1
+    except Exception:  # noqa: BLE001 - a damaged EXIF block is no orientation
+        return 1
 
 
 def check_image_pixels(path: str | Path, width: int, height: int, max_pixels: int | None) -> None:
@@ -166,13 +194,16 @@ def check_image_pixels(path: str | Path, width: int, height: int, max_pixels: in
         )
 
 
-def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
-    """Read an image as ``uint8``: ``(H, W)`` for 1 channel, ``(H, W, 3)`` for colour.
+def read_raw(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+    """Read an image's pixels faithfully: ``(H, W)`` for 1 channel, ``(H, W, 3)`` for colour, in
+    the file's own type (``uint8``, ``uint16``, ``int32``, ``float32``...).
 
-    Conversions (documented in the README): 16-bit is scaled to 8-bit (``v / 257``); an alpha
-    channel is dropped; palette images become RGB; 2-channel (gray + alpha) keeps the gray.
-    Float or other exotic pixel types are refused with a message naming the file. With
-    ``max_pixels`` the header is read first and a larger image is refused before decoding.
+    Only the layout is changed (documented in the README): an alpha channel is dropped; palette
+    and CMYK images become RGB; 2-channel (gray + alpha) keeps the gray; 1-bit becomes ``uint8``
+    0/255; channel-first TIFFs become channel-last; an EXIF orientation tag is applied (as
+    annotation tools display the image). Intensities are scaled by
+    :func:`smallobj_pipeline.detection.intensity.normalize`, not here. With ``max_pixels`` the
+    header is read first and a larger image is refused before decoding.
     """
     path = Path(path)
     if not path.is_file():
@@ -186,7 +217,16 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
         raise
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad file for the user
         raise DatasetError(f"{path}: cannot decode image ({_decoder_error(exc)})") from None
-    return to_uint8_gray_or_rgb(arr, path)
+    return gray_or_rgb(arr, path)
+
+
+def read_image(path: str | Path, max_pixels: int | None = None, intensity: Any = None) -> np.ndarray:
+    """:func:`read_raw`, then intensities scaled by ``intensity`` (an
+    :class:`~smallobj_pipeline.detection.intensity.Intensity` or its dict; ``None``: 8-bit kept,
+    more bits scaled by the image's own percentiles): ``uint8``, or ``float32`` in [0, 1]."""
+    from .intensity import normalize
+
+    return normalize(read_raw(path, max_pixels), intensity, path)
 
 
 def _decoder_error(exc: BaseException) -> str:
@@ -202,15 +242,32 @@ def _decoder_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _decode(path: Path) -> np.ndarray:
-    from PIL import Image
+def _png_16bit_colour(path: Path) -> bool:
+    """A 16-bit RGB(A) PNG, which PIL would reduce to 8 bits (its IHDR chunk says so)."""
+    with open(path, "rb") as fh:
+        head = fh.read(26)
+    return head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and head[24] == 16 and head[25] in (2, 6)
 
-    if path.suffix.lower() in (".tif", ".tiff"):
+
+def _decode(path: Path) -> np.ndarray:
+    from PIL import Image, ImageOps
+
+    suffix = path.suffix.lower()
+    if suffix in (".tif", ".tiff"):
         import tifffile
 
         return np.asarray(tifffile.imread(path))
+    if suffix == ".png" and _png_16bit_colour(path):
+        import cv2
+
+        arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if arr is None:
+            raise DatasetError(f"{path}: cannot decode image (16-bit colour PNG)")
+        return arr[..., [2, 1, 0]] if arr.shape[-1] == 3 else arr[..., [2, 1, 0, 3]]  # BGR(A) -> RGB(A)
     with Image.open(path) as img:
         img.load()  # forces full decode: truncated files fail here
+        if exif_orientation(img) != 1:
+            img = ImageOps.exif_transpose(img)
         if img.mode == "P":
             img = img.convert("RGBA" if "transparency" in img.info else "RGB")
         elif img.mode == "PA":
@@ -223,7 +280,7 @@ def _decode(path: Path) -> np.ndarray:
 
 
 def _shape_hwc(shape: tuple[int, ...], path: str | Path = "<array>") -> tuple[int, int, int]:
-    """(H, W, channels as returned by :func:`to_uint8_gray_or_rgb`) of an array shape."""
+    """(H, W, channels as returned by :func:`gray_or_rgb`) of an array shape."""
     if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[-1] not in (1, 2, 3, 4):
         shape = (shape[1], shape[2], shape[0])  # channel-first TIFF
     if len(shape) == 2:
@@ -235,32 +292,26 @@ def _shape_hwc(shape: tuple[int, ...], path: str | Path = "<array>") -> tuple[in
     raise DatasetError(f"{path}: unsupported image shape {shape}; expected 1 or 3 channels (4 with alpha)")
 
 
-def to_uint8_gray_or_rgb(arr: np.ndarray, path: str | Path = "<array>") -> np.ndarray:
+def gray_or_rgb(arr: np.ndarray, path: str | Path = "<array>") -> np.ndarray:
+    """``(H, W)`` or ``(H, W, 3)`` of a decoded array, pixel type kept (``bool`` -> ``uint8``)."""
     _shape_hwc(arr.shape, path)  # refuses unsupported shapes with a message naming the file
     if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 2, 3, 4):
         arr = np.moveaxis(arr, 0, -1)  # channel-first TIFF
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim == 3 and arr.shape[-1] == 2:
+    if arr.ndim == 3 and arr.shape[-1] in (1, 2):
         arr = arr[..., 0]
     if arr.ndim == 3 and arr.shape[-1] == 4:
         arr = arr[..., :3]
-    if arr.dtype == np.uint8:
-        return np.ascontiguousarray(arr)
     if arr.dtype == np.bool_:
         return arr.astype(np.uint8) * 255
-    if arr.dtype in (np.uint16, np.int32, np.int64, np.uint32) and arr.size and arr.min() >= 0 and arr.max() <= 65535:
-        return np.round(arr.astype(np.float32) / 257.0).astype(np.uint8)
-    value_range = f" (range {arr.min()}..{arr.max()})" if arr.size else ""
-    raise DatasetError(
-        f"{path}: unsupported pixel type {arr.dtype}{value_range}; convert it to 8- or 16-bit integers"
-    )
+    if arr.dtype.kind not in "uif" or arr.dtype.itemsize > 8:
+        raise DatasetError(f"{path}: unsupported pixel type {arr.dtype}; use integer or float pixels")
+    return np.ascontiguousarray(arr)
 
 
 def image_header(
     path: str | Path, max_pixels: int | None = None, decode: bool = True
 ) -> tuple[int, int, int]:
-    """(width, height, channels) of an image file as :func:`read_image` returns it.
+    """(width, height, channels) of an image file as :func:`read_raw` returns it.
 
     The header is read first and an image over ``max_pixels`` is refused without being decoded.
     ``decode=False`` stops there (size and channels from the header only); ``decode=True`` then
@@ -271,7 +322,7 @@ def image_header(
     check_image_pixels(path, w, h, max_pixels)
     if not decode:
         return w, h, c
-    arr = read_image(path)
+    arr = read_raw(path)
     h, w = arr.shape[:2]
     return w, h, 1 if arr.ndim == 2 else arr.shape[2]
 
@@ -337,28 +388,38 @@ class CocoDataset:
         }
 
     def to_dir(self, out_dir: str | Path, link_images: bool = True) -> Path:
-        """Write a self-contained COCO directory: images (hard-linked where possible, else
-        copied), ``annotations.json`` and one ``<split>.json`` per split. Each JSON file is
-        written atomically; images already present with the same size are left alone."""
+        """Write a self-contained COCO directory that holds exactly this dataset: images
+        (hard-linked where possible, else copied), ``annotations.json`` and one ``<split>.json``
+        per split.
+
+        An image already at its target is kept only when it is the same file (same inode) or has
+        the same content (MD5, cached by :mod:`.hashing`): an equal size is not enough. Files of
+        an earlier dataset that this one does not name are removed. Every file is placed by a
+        rename of a uniquely named temporary file, so concurrent or interrupted runs never leave
+        a half-written file."""
+        from .hashing import HashCache
+        from .io import place_file
+
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         same_dir = out_dir.resolve() == self.root.resolve()
         if not same_dir:
-            for img in self.images:
-                src = self.image_path(img)
-                dst = safe_join(out_dir, img["file_name"])
-                if dst.exists() and dst.stat().st_size == src.stat().st_size:
-                    continue
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                tmp = dst.with_name(f".{dst.name}.tmp")
-                tmp.unlink(missing_ok=True)
-                try:
-                    if not link_images:
-                        raise OSError
-                    os.link(src, tmp)
-                except OSError:
-                    shutil.copy2(src, tmp)
-                os.replace(tmp, dst)
+            wanted: set[Path] = {out_dir.resolve() / ANNOTATIONS_FILE}
+            wanted |= {out_dir.resolve() / f"{name}.json" for name in SPLIT_NAMES}
+            relinked = 0
+            with HashCache() as cache:
+                for img in self.images:
+                    src = self.image_path(img)
+                    dst = safe_join(out_dir, img["file_name"])
+                    wanted.add(dst)
+                    if _same_content(src, dst, cache):
+                        continue
+                    place_file(src, dst, link=link_images)
+                    relinked += 1
+            removed = _prune(out_dir, wanted, protect=self.root)
+            if relinked or removed:
+                logger.info("%s: %d image(s) placed, %d file(s) of an earlier dataset removed",
+                            out_dir, relinked, removed)
         for name in SPLIT_NAMES:
             if name not in self.splits:
                 (out_dir / f"{name}.json").unlink(missing_ok=True)
@@ -408,11 +469,24 @@ class CocoDataset:
         except DatasetError as exc:
             raise DatasetError(f"image id {image['id']}: {exc}") from None
 
-    def read_image(self, image: dict[str, Any] | int) -> np.ndarray:
+    def read_raw(self, image: dict[str, Any] | int) -> np.ndarray:
+        """The image's pixels in the file's own type (see :func:`read_raw`)."""
         if not isinstance(image, dict):
             image = self.images_by_id[image]
         try:
-            return read_image(self.image_path(image))
+            return read_raw(self.image_path(image))
+        except DatasetError as exc:
+            raise DatasetError(f"image id {image['id']}: {exc}") from None
+
+    def read_image(self, image: dict[str, Any] | int, intensity: Any = None) -> np.ndarray:
+        """The image as model input under ``intensity`` (see :func:`read_image`)."""
+        from .intensity import normalize
+
+        if not isinstance(image, dict):
+            image = self.images_by_id[image]
+        raw = self.read_raw(image)
+        try:
+            return normalize(raw, intensity, self.image_path(image))
         except DatasetError as exc:
             raise DatasetError(f"image id {image['id']}: {exc}") from None
 
@@ -436,16 +510,60 @@ class CocoDataset:
         return sub
 
     def fingerprint(self) -> str:
-        """Content hash of annotations, split membership and image file sizes."""
+        """Hash of annotations, split membership and every image file's content (MD5, cached by
+        file identity in :mod:`.hashing`, so an unchanged dataset is not re-read)."""
+        from .hashing import HashCache
+
         h = hashlib.sha256()
         h.update(json.dumps(self.to_coco_dict(), sort_keys=True, default=str).encode())
         h.update(json.dumps(self.splits, sort_keys=True).encode())
-        for img in sorted(self.images, key=lambda i: str(i["id"])):
-            try:
-                h.update(f"{img['file_name']}:{self.image_path(img).stat().st_size}".encode())
-            except (OSError, DatasetError):
-                h.update(f"{img['file_name']}:missing".encode())
+        with HashCache() as cache:
+            for img in sorted(self.images, key=lambda i: str(i["id"])):
+                try:
+                    h.update(f"{img['file_name']}:{cache.md5(self.image_path(img))}".encode())
+                except (OSError, DatasetError):
+                    h.update(f"{img['file_name']}:missing".encode())
         return h.hexdigest()[:16]
 
     def __len__(self) -> int:
         return len(self.images)
+
+
+def _same_content(src: Path, dst: Path, cache: Any) -> bool:
+    """``dst`` already holds ``src``'s bytes: the same file, or an equal MD5."""
+    try:
+        if not dst.is_file() or dst.is_symlink():
+            return False
+        if os.path.samefile(src, dst):
+            return True
+        if src.stat().st_size != dst.stat().st_size:
+            return False
+        return cache.md5(src) == cache.md5(dst)
+    except OSError:
+        return False
+
+
+def _prune(out_dir: Path, keep: set[Path], protect: Path) -> int:
+    """Remove files under ``out_dir`` not in ``keep`` (resolved paths), then empty folders.
+    Nothing under ``protect`` (the source dataset, should it lie inside ``out_dir``) and no
+    temporary file of a running writer (``.NAME.*.tmp``, see :mod:`.io`) is touched."""
+    protect = protect.resolve()
+    removed = 0
+    for path in sorted(out_dir.rglob("*"), reverse=True):
+        try:
+            resolved = path.resolve() if not path.is_symlink() else path.parent.resolve() / path.name
+        except OSError:
+            continue
+        if resolved == protect or protect in resolved.parents:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            try:
+                path.rmdir()  # only when empty
+            except OSError:
+                pass
+            continue
+        if resolved in keep or (path.name.startswith(".") and path.name.endswith(".tmp")):
+            continue
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed

@@ -13,11 +13,14 @@ from .errors import DatasetError
 
 
 def to_channels(image: np.ndarray, in_channels: int) -> np.ndarray:
-    """Give a uint8 image the model's channel count: (H, W) for 1, (H, W, 3) for 3."""
+    """Give an image (``uint8``, or ``float32`` in [0, 1]) the model's channel count: (H, W)
+    for 1, (H, W, 3) for 3. The pixel type is kept."""
     if in_channels == 1:
         if image.ndim == 3:  # RGB -> luma (ITU-R 601)
-            image = np.round(image[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))
-            image = np.clip(image, 0, 255).astype(np.uint8)
+            luma = image[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+            if image.dtype == np.uint8:
+                return np.clip(np.round(luma), 0, 255).astype(np.uint8)
+            return np.clip(luma, 0.0, 1.0)
         return image
     if in_channels == 3:
         return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
@@ -25,13 +28,16 @@ def to_channels(image: np.ndarray, in_channels: int) -> np.ndarray:
 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
-    """uint8 (H, W) or (H, W, C) -> float tensor (C, H, W) in [0, 1]."""
+    """(H, W) or (H, W, C) -> float tensor (C, H, W) in [0, 1]: ``uint8`` is divided by 255,
+    ``float32`` (already scaled by :mod:`.intensity`) is taken as it is."""
     image = np.ascontiguousarray(image)
     if not image.flags.writeable:  # arrays read from PIL are read-only; torch wants writable memory
         image = image.copy()
     t = torch.from_numpy(image)
     t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)
-    return t.float().div_(255.0)
+    if image.dtype == np.uint8:
+        return t.float().div_(255.0)
+    return t.float()
 
 
 class DetectionDataset(Dataset):
@@ -39,7 +45,8 @@ class DetectionDataset(Dataset):
 
     Boxes become ``[x1, y1, x2, y2]``; category ids map to contiguous labels; crowd annotations
     are left out of the targets. ``transform`` is an albumentations pipeline from
-    :mod:`.augment` (train only), or ``None``.
+    :mod:`.augment` (train only), or ``None``. ``intensity`` (an :class:`.intensity.Intensity`
+    or its dict) says how raw pixels are scaled; ``None``: 8-bit kept, more bits per image.
     """
 
     def __init__(
@@ -48,11 +55,15 @@ class DetectionDataset(Dataset):
         image_ids: list[int],
         in_channels: int = 1,
         transform: Any = None,
+        intensity: Any = None,
     ):
+        from .intensity import Intensity
+
         self.coco = coco
         self.image_ids = list(image_ids)
         self.in_channels = in_channels
         self.transform = transform
+        self.intensity = Intensity.from_dict(intensity)
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -66,7 +77,7 @@ class DetectionDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         image_id = self.image_ids[index]
-        image = to_channels(self.coco.read_image(image_id), self.in_channels)
+        image = to_channels(self.coco.read_image(image_id, self.intensity), self.in_channels)
         boxes, labels = self.boxes_and_labels(image_id)
         if self.transform is not None:
             from .augment import apply_transform

@@ -2,8 +2,9 @@
 
 An experiment is a named set of overrides of shared defaults (see
 ``conf/base/parameters_experiments.yml``). Its resolved config is a plain dict with sections
-``model``, ``training``, ``augmentation``, ``small_object_defaults``, ``evaluation`` and
-``derived`` (what the small-object defaults filled in, and why).
+``model``, ``training``, ``augmentation``, ``small_object_defaults``, ``evaluation``,
+``intensity`` (how pixels are scaled, from the dataset statistics, see :mod:`.intensity`) and
+``derived`` (what the small-object defaults and ``in_channels: auto`` filled in, and why).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .coco import CocoDataset
 from .data import DetectionDataset
 from .errors import ConfigError, DatasetError
 from .inference import predict_dataset, select_device
+from .intensity import FIXED, Intensity, choose_in_channels
 from .trainer import Trainer, TrainConfig, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -39,6 +41,17 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any] | None) -> dict[st
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def _is_auto(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip().lower() == "auto")
+
+
+def model_intensity(model_file: dict[str, Any]) -> Intensity:
+    """How a model file's training scaled pixels (``fixed``, ``v / 257``, for files written
+    before intensity modes existed)."""
+    spec = model_file.get("intensity")
+    return Intensity.from_dict(spec) if spec is not None else FIXED
 
 
 def check_experiment_name(name: str) -> str:
@@ -68,9 +81,19 @@ def resolve_experiment(
     for section in ("model", "training", "augmentation", "small_object_defaults", "evaluation"):
         cfg.setdefault(section, {})
     switches = cfg["small_object_defaults"]
-    model_cfg, derived = resolve_small_object_defaults(dict(cfg["model"]), stats or {}, switches)
+    model_in = dict(cfg["model"])
+    channels_note = None
+    if _is_auto(model_in.get("in_channels", "auto")):
+        intensity_info = (stats or {}).get("intensity") or {}
+        model_in["in_channels"], reason = choose_in_channels(intensity_info.get("channels"))
+        channels_note = {"value": model_in["in_channels"], "why": reason}
+        logger.info("[%s] model.in_channels auto: %s", name, reason)
+    model_cfg, derived = resolve_small_object_defaults(model_in, stats or {}, switches)
+    if channels_note:
+        derived["in_channels"] = channels_note
     cfg["model"] = model_cfg
     cfg["derived"] = derived
+    cfg["intensity"] = ((stats or {}).get("intensity") or {}).get("spec")
     cfg["name"] = name
     TrainConfig.from_dict(cfg["training"])  # fail now, not after the data pipeline
     if derived:
@@ -129,8 +152,9 @@ def build_datasets(coco: CocoDataset, cfg: dict[str, Any]) -> tuple[DetectionDat
 
     in_channels = int(cfg["model"].get("in_channels", 1))
     transform = build_transform(cfg.get("augmentation"), train=True)
-    train_set = DetectionDataset(coco, _split_ids(coco, "train"), in_channels, transform)
-    val_set = DetectionDataset(coco, coco.splits.get("val", []), in_channels, None)
+    intensity = cfg.get("intensity")
+    train_set = DetectionDataset(coco, _split_ids(coco, "train"), in_channels, transform, intensity)
+    val_set = DetectionDataset(coco, coco.splits.get("val", []), in_channels, None, intensity)
     return train_set, val_set
 
 
@@ -163,6 +187,7 @@ def train_experiment(
     model_file = {
         "model": result.best_state,
         "model_config": model_config,
+        "intensity": Intensity.from_dict(cfg.get("intensity")).to_dict(),
         "experiment": cfg,
         "num_classes": coco.num_classes,
         "category_of_label": {int(k): int(v) for k, v in coco.category_of_label.items()},
@@ -209,7 +234,7 @@ def evaluate_experiment(
     model = load_model(model_file, device)
     in_channels = int(model_file["model_config"].get("in_channels", 1))
     test_ids = _split_ids(coco, "test")
-    test_set = DetectionDataset(coco, test_ids, in_channels, None)
+    test_set = DetectionDataset(coco, test_ids, in_channels, None, model_intensity(model_file))
     predictions, timing = predict_dataset(
         model, test_set, device, batch_size=int(evaluation.get("batch_size", 1)), time_images=True
     )

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
 import socket
 import tempfile
 from collections.abc import Callable
@@ -115,6 +117,28 @@ def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
         tmp_path.unlink(missing_ok=True)
         raise
     return path
+
+
+def place_file(src: str | Path, dst: str | Path, link: bool = True) -> Path:
+    """Put ``src`` at ``dst`` as a hard link (or a copy when ``link`` is false or linking fails,
+    e.g. across file systems), through a uniquely named temporary file and a rename: a reader
+    sees the old file or the new one, and concurrent writers never collide."""
+    src, dst = Path(src), Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(dst)
+    tmp = dst.parent / f"{_tmp_prefix(dst)}{_HOST}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
+    try:
+        try:
+            if not link:
+                raise OSError("copy requested")
+            os.link(src, tmp)
+        except OSError:
+            shutil.copy2(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return dst
 
 
 def write_json(path: str | Path, data: Any, indent: int | None = 2) -> Path:

@@ -28,7 +28,10 @@ Backends: ``"faster_coco_eval"`` (``faster_coco_eval.COCOeval_faster``, C++; def
 ``"pycocotools"``; both give the same arrays (checked by the tests to 1e-6).
 
 Project metrics (score >= ``score_threshold``; crowd ground truth, ``iscrowd=1``, is left out as
-it is of the training targets):
+it is of the training targets, and, by COCO's rule, a prediction that matches no object but lies
+on a crowd region of its category (intersection over its own area >= 0.5) is ignored:
+``num_ignored_on_crowd`` counts them). With no non-crowd ground truth at all, the COCO keys are
+-1 (undefined), as pycocotools gives:
 
 - ``iou_per_prediction``: mean over predictions of the best IoU with any ground-truth box of the
   same image (any category); ``0.0`` when there are no predictions.
@@ -103,6 +106,10 @@ def evaluate_detections(
 
     coco_eval = _run_cocoeval(gt, predictions, max_dets_list, backend)
     out: dict[str, Any] = summarize_cocoeval(coco_eval.eval, coco_eval.params)
+    if not any(not a.get("iscrowd", 0) for a in gt["annotations"]):
+        # no object to find: COCO's AP is undefined (pycocotools: -1); faster-coco-eval 1.8
+        # reports 1.0 for detections matched to crowd regions only
+        out.update(dict.fromkeys(COCO_KEYS, -1.0))
     out["ar_max_dets"] = largest
 
     thresholded = [p for p in predictions if float(p["score"]) >= score_threshold]
@@ -306,7 +313,43 @@ def _xywh_to_xyxy(boxes: Iterable[Sequence[float]]) -> np.ndarray:
     return b
 
 
+def _crowd_ignored(
+    gt: dict[str, Any], predictions: list[dict[str, Any]], match_iou: float
+) -> tuple[list[dict[str, Any]], int]:
+    """COCO's crowd rule, for the project metrics: a prediction that does not match an object
+    but covers a crowd region of its category (intersection over the prediction's own area >=
+    ``match_iou``) is ignored: neither a true nor a false positive. Returns the predictions
+    kept and how many were ignored."""
+    crowds: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    objects: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for ann in gt["annotations"]:
+        (crowds if ann.get("iscrowd", 0) else objects)[ann["image_id"]].append(ann)
+    if not crowds:
+        return predictions, 0
+    kept, ignored = [], 0
+    for p in predictions:
+        regions = [a for a in crowds.get(p["image_id"], []) if a["category_id"] == p["category_id"]]
+        if regions:
+            pb = _xywh_to_xyxy([p["bbox"]])
+            same = [a for a in objects.get(p["image_id"], []) if a["category_id"] == p["category_id"]]
+            matches_object = same and box_iou(pb, _xywh_to_xyxy(a["bbox"] for a in same)).max() >= match_iou
+            if not matches_object and _iof(pb[0], _xywh_to_xyxy(a["bbox"] for a in regions)).max() >= match_iou:
+                ignored += 1
+                continue
+        kept.append(p)
+    return kept, ignored
+
+
+def _iof(box: np.ndarray, regions: np.ndarray) -> np.ndarray:
+    """Intersection of ``box`` with each region over ``box``'s own area (COCO's crowd IoU)."""
+    w = np.clip(np.minimum(box[2], regions[:, 2]) - np.maximum(box[0], regions[:, 0]), 0, None)
+    h = np.clip(np.minimum(box[3], regions[:, 3]) - np.maximum(box[1], regions[:, 1]), 0, None)
+    area = max((box[2] - box[0]) * (box[3] - box[1]), 1e-12)
+    return w * h / area
+
+
 def _box_metrics(gt: dict[str, Any], predictions: list[dict[str, Any]], match_iou: float = MATCH_IOU) -> dict[str, Any]:
+    predictions, ignored = _crowd_ignored(gt, predictions, match_iou)
     gts: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     for ann in gt["annotations"]:
         if not ann.get("iscrowd", 0):
@@ -352,6 +395,7 @@ def _box_metrics(gt: dict[str, Any], predictions: list[dict[str, Any]], match_io
         "recall": tp / num_gt if num_gt else 0.0,
         "true_positives": tp,
         "num_predictions": n_pred,
+        "num_ignored_on_crowd": ignored,
         "num_gt": num_gt,
     }
 

@@ -313,10 +313,12 @@ def extract_crops(
     background_attempts: int = 50,
     in_channels: int = 1,
     seed: int = 0,
+    intensity: Any = None,
 ) -> CropSet:
     """Object and background crops of ``image_ids`` (default: every image), see the module
     docstring. Crowd annotations give no object crop but are avoided by background crops.
-    Deterministic for a given ``seed``."""
+    Deterministic for a given ``seed``. Pixels are scaled by ``intensity`` (:mod:`.intensity`),
+    as the detector will see them."""
     rng = np.random.default_rng(seed)
     background = background_ratio > 0
     classes, class_of_category = crop_classes(coco, background)
@@ -332,7 +334,7 @@ def extract_crops(
     all_sides: list[int] = []
     for image_id in ids:
         info = coco.images_by_id[image_id]
-        image = to_channels(coco.read_image(image_id), in_channels)
+        image = to_channels(coco.read_image(image_id, intensity), in_channels)
         height, width = image.shape[:2]
         anns = anns_per_image[image_id]
         objects = [a for a in anns if not a.get("iscrowd", 0) and a["bbox"][2] > 0 and a["bbox"][3] > 0]
@@ -467,8 +469,10 @@ class FolderClassificationDataset(Dataset):
         classes: Sequence[str] | None = None,
         mean: Sequence[float] = (0.449,),
         std: Sequence[float] = (0.226,),
+        intensity: Any = None,
     ):
         self.root = Path(root)
+        self.intensity = intensity
         if samples is None or classes is None:
             found_classes, found = scan_folder(self.root)
             classes = classes or found_classes
@@ -486,7 +490,7 @@ class FolderClassificationDataset(Dataset):
 
     def load(self, index: int) -> np.ndarray:
         path, _ = self.samples[index]
-        image = to_channels(read_image(path), self.in_channels)
+        image = to_channels(read_image(path, intensity=self.intensity), self.in_channels)
         h, w = image.shape[:2]
         if (h, w) != (self.image_size, self.image_size):
             interp = cv2.INTER_AREA if max(h, w) > self.image_size else cv2.INTER_LINEAR
@@ -499,13 +503,14 @@ class FolderClassificationDataset(Dataset):
 
 
 def folder_datasets(
-    root: str | Path, cfg: PretrainConfig, transform: Any
+    root: str | Path, cfg: PretrainConfig, transform: Any, intensity: Any = None
 ) -> tuple[FolderClassificationDataset, FolderClassificationDataset | None]:
     """Train and validation sets of a folder: ``root/train`` + ``root/val`` when both exist,
     else a seeded hold-out of ``val_fraction`` of each class (at least one image per class
     stays in training)."""
     root = Path(root)
-    common = {"in_channels": cfg.in_channels, "image_size": cfg.crop_size, "mean": cfg.image_mean, "std": cfg.image_std}
+    common = {"in_channels": cfg.in_channels, "image_size": cfg.crop_size, "mean": cfg.image_mean,
+              "std": cfg.image_std, "intensity": intensity}
     if (root / "train").is_dir() and (root / "val").is_dir():
         classes, train_samples = scan_folder(root / "train")
         val_classes, val_found = scan_folder(root / "val")
@@ -534,7 +539,7 @@ def folder_datasets(
 
 
 def crop_datasets(
-    coco: CocoDataset, cfg: PretrainConfig, transform: Any
+    coco: CocoDataset, cfg: PretrainConfig, transform: Any, intensity: Any = None
 ) -> tuple[ArrayClassificationDataset, ArrayClassificationDataset | None, dict[str, Any]]:
     """Train / validation crop sets from the ``train_split`` / ``val_split`` of ``coco`` (the
     whole dataset when it has no splits), plus a summary of what was cut."""
@@ -542,6 +547,7 @@ def crop_datasets(
         "crop_size": cfg.crop_size, "context": cfg.context, "min_crop_side": cfg.min_crop_side,
         "crops_per_image": cfg.crops_per_image, "background_ratio": cfg.background_ratio,
         "background_attempts": cfg.background_attempts, "in_channels": cfg.in_channels,
+        "intensity": intensity,
     }
     if coco.splits:
         if not coco.splits.get(cfg.train_split):
@@ -781,11 +787,12 @@ def load_backbone(path: str | Path) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- the whole job
 def run_pretraining(
-    cfg: Mapping[str, Any] | PretrainConfig, coco: CocoDataset | None = None
+    cfg: Mapping[str, Any] | PretrainConfig, coco: CocoDataset | None = None, intensity: Any = None
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Build the data (``source``), train the classifier, save the backbone to
     ``<output_dir>/<name>.pt``. Returns ``(history, summary)``; ``summary`` names the file and
-    how to reference it from an experiment."""
+    how to reference it from an experiment. ``intensity``: how pixels are scaled (the dataset
+    statistics' spec, the same the detector trains with)."""
     from .augment import build_transform
 
     c = cfg if isinstance(cfg, PretrainConfig) else PretrainConfig.from_dict(cfg)
@@ -793,10 +800,10 @@ def run_pretraining(
     if c.source == "crops":
         if coco is None:
             raise ConfigError("pretrain.source 'crops' needs the COCO dataset (the data pipeline's model_input_coco)")
-        train_set, val_set, data_summary = crop_datasets(coco, c, transform)
+        train_set, val_set, data_summary = crop_datasets(coco, c, transform, intensity)
         data_summary["dataset"] = str(coco.root)
     else:
-        train_set, val_set = folder_datasets(c.folder_root, c, transform)
+        train_set, val_set = folder_datasets(c.folder_root, c, transform, intensity)
         data_summary = {
             "dataset": str(c.folder_root),
             "train_images": {name: int((train_set.labels == i).sum()) for i, name in enumerate(train_set.classes)},

@@ -189,10 +189,14 @@ def pr_curves(runs: list[ExperimentRun]) -> Figure | None:
 
 
 def prediction_grid(
-    coco: CocoDataset, runs: list[ExperimentRun], num_images: int = 4, score_threshold: float = 0.5
+    coco: CocoDataset, runs: list[ExperimentRun], num_images: int = 4, score_threshold: float = 0.5,
+    intensity: Any = None,
 ) -> Figure | None:
     """Test images (rows) x experiments (columns): ground truth in green, predictions with
-    score >= threshold in red. 1-channel images are shown in gray."""
+    score >= threshold in red. 1-channel images are shown in gray, with their intensities
+    scaled as the models saw them (``intensity``, the dataset statistics' spec)."""
+    from .intensity import to_display
+
     runs = [r for r in runs if r.predictions is not None]
     test_ids = list(coco.splits.get("test", []))[:num_images]
     if not runs or not test_ids:
@@ -200,7 +204,7 @@ def prediction_grid(
     fig = Figure(figsize=(3.2 * len(runs), 3.2 * len(test_ids)))
     axes = fig.subplots(len(test_ids), len(runs), squeeze=False)
     for r, image_id in enumerate(test_ids):
-        image = coco.read_image(image_id)
+        image = to_display(coco.read_image(image_id, intensity))
         gts = coco.annotations_by_image.get(image_id, [])
         for c, run in enumerate(runs):
             ax = axes[r][c]
@@ -246,6 +250,19 @@ def _img_tag(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}"/>'
 
 
+def _intensity_rows(info: dict[str, Any] | None) -> dict[str, Any]:
+    """The dataset statistics' pixel-format lines: bit depth, range found, range used."""
+    if not info:
+        return {}
+    found, used = info.get("range_found"), info.get("range_used")
+    return {
+        "bit depth": info.get("bit_depth"),
+        "pixel range found": f"{found[0]:g} .. {found[1]:g}" if found else "",
+        "intensity scaling": info.get("scaling"),
+        "range used": f"{used[0]:g} .. {used[1]:g}" if used else "",
+    }
+
+
 def render_html(
     table: pd.DataFrame,
     figures: dict[str, bytes],
@@ -283,6 +300,7 @@ def render_html(
         if stats:
             overall = stats.get("overall", {})
             keys = {k: v for k, v in overall.items() if not isinstance(v, dict | list)}
+            keys.update(_intensity_rows(stats.get("intensity")))
             sections.append("<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{fmt(v)}</td></tr>" for k, v in keys.items()) + "</table>")
         if "dataset_stats" in figures:
             sections.append(_img_tag(figures["dataset_stats"], "dataset statistics"))

@@ -4,7 +4,13 @@ Per split and overall: image and object counts, objects per class and per image,
 width/height/side percentiles (side = sqrt(w * h)), COCO area shares (small < 32^2 <= medium <
 96^2 <= large, on ``w * h`` of the box). Top-level keys feed the training defaults (anchors,
 detections per image): ``max_objects_per_image``, ``median_box_side``, ``box_side_percentiles``,
-``train_box_sides``, ``image_size_median``.
+``train_box_sides``, ``image_size_median``. Crowd regions (``iscrowd: 1``) are counted apart
+(``crowd_regions``) and left out of every box statistic: they are not objects to detect, and a
+few large crowd boxes would otherwise move the derived anchors and input scale.
+
+``intensity`` (when :func:`compute_stats` is given intensity settings): the pixel format of a
+seeded sample of training images, the range found and the range the model uses (see
+:mod:`.intensity`), and how many are grey or colour (``model.in_channels: auto`` reads it).
 """
 
 from __future__ import annotations
@@ -51,7 +57,8 @@ def _category_labels(coco: CocoDataset) -> dict[Any, str]:
 
 def _block(coco: CocoDataset, image_ids: list[Any], names: dict[Any, str]) -> dict[str, Any]:
     keep = set(image_ids)
-    anns = [a for a in coco.annotations if a["image_id"] in keep]
+    in_split = [a for a in coco.annotations if a["image_id"] in keep]
+    anns = [a for a in in_split if not a.get("iscrowd", 0)]
     per_image = {i: 0 for i in keep}
     for a in anns:
         per_image[a["image_id"]] += 1
@@ -85,6 +92,7 @@ def _block(coco: CocoDataset, image_ids: list[Any], names: dict[Any, str]) -> di
     return {
         "num_images": len(keep),
         "num_objects": n,
+        "crowd_regions": len(in_split) - n,
         "objects_per_class": per_class,
         "objects_per_image": opi,
         "box_width": percentiles(w),
@@ -114,8 +122,38 @@ def _int_hist(values: np.ndarray) -> dict[str, list[float]]:
     return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
 
 
-def compute_stats(coco: CocoDataset) -> dict[str, Any]:
-    """Statistics of ``coco``: ``overall``, ``splits`` (per split name) and top-level keys."""
+def sample_train_ids(coco: CocoDataset, max_images: int, seed: int) -> list[Any]:
+    """A seeded sample of at most ``max_images`` training images (every image without splits)."""
+    ids = list(coco.splits["train"]) if coco.splits.get("train") else [img["id"] for img in coco.images]
+    if len(ids) <= max_images:
+        return ids
+    rng = np.random.default_rng(seed)
+    return [ids[i] for i in sorted(rng.choice(len(ids), size=max_images, replace=False).tolist())]
+
+
+def intensity_stats(coco: CocoDataset, settings: dict[str, Any] | None) -> dict[str, Any]:
+    """Pixel format and intensity range of sampled training images (see :mod:`.intensity`).
+
+    ``settings``: ``mode`` (auto | per_image | fixed), ``percentiles``, ``sample_images``,
+    ``pixels_per_image``, ``seed``."""
+    from .intensity import DEFAULT_PERCENTILES, dataset_intensity
+
+    settings = dict(settings or {})
+    ids = sample_train_ids(coco, int(settings.get("sample_images", 200)), int(settings.get("seed", 0)))
+    info = dataset_intensity(
+        ((i, coco.read_raw(i)) for i in ids),
+        mode=str(settings.get("mode", "auto")),
+        percentiles=tuple(settings.get("percentiles", DEFAULT_PERCENTILES)),
+        pixels_per_image=int(settings.get("pixels_per_image", 20_000)),
+        seed=int(settings.get("seed", 0)),
+    )
+    info["sampled_from"] = "train" if coco.splits.get("train") else "all"
+    return info
+
+
+def compute_stats(coco: CocoDataset, intensity: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Statistics of ``coco``: ``overall``, ``splits`` (per split name) and top-level keys;
+    with ``intensity`` settings, also the ``intensity`` block (reads a sample of images)."""
     names = _category_labels(coco)
     all_ids = [img["id"] for img in coco.images]
     overall = _block(coco, all_ids, names)
@@ -123,13 +161,14 @@ def compute_stats(coco: CocoDataset) -> dict[str, Any]:
     train_ids = set(coco.splits["train"]) if coco.splits.get("train") else set(all_ids)
     train_sides = [
         round(float(np.sqrt(max(float(a["bbox"][2]), 0.0) * max(float(a["bbox"][3]), 0.0))), 2)
-        for a in coco.annotations if a["image_id"] in train_ids
+        for a in coco.annotations if a["image_id"] in train_ids and not a.get("iscrowd", 0)
     ]
     widths = sorted(float(img["width"]) for img in coco.images)
     heights = sorted(float(img["height"]) for img in coco.images)
-    return {
+    out = {
         "num_images": overall["num_images"],
         "num_objects": overall["num_objects"],
+        "crowd_regions": overall["crowd_regions"],
         "num_classes": len(names),
         "categories": {str(k): v for k, v in names.items()},
         "max_objects_per_image": overall["objects_per_image"]["max"] or 0,
@@ -141,6 +180,9 @@ def compute_stats(coco: CocoDataset) -> dict[str, Any]:
         "overall": overall,
         "splits": splits,
     }
+    if intensity is not None:
+        out["intensity"] = intensity_stats(coco, intensity)
+    return out
 
 
 def plot_stats(stats: dict[str, Any]) -> Figure:

@@ -12,8 +12,13 @@ Each named check is one or more GX expectations tagged with ``meta={"check": nam
 fails a check when it fails any of its expectations. :func:`apply_policy` then stops the run
 (``fail``) or removes the offending annotations and images and reports them (``drop``).
 
-A dataset without images, categories or any annotation is refused by :func:`validate_dataset`
-itself (:class:`DataValidationError`): no policy can make it usable.
+A dataset without images, categories or any object (an annotation that is not a crowd
+region) is refused by :func:`validate_dataset` itself (:class:`DataValidationError`): no
+policy can make it usable.
+
+Warnings (``ValidationOutcome.warnings``, logged and saved, never fatal): images that would
+keep fewer than ``min_levels`` grey levels under the intensity mode (e.g. a 12-bit image under
+``fixed``), and images whose EXIF orientation rotates them (applied, as annotation tools do).
 """
 
 from __future__ import annotations
@@ -26,7 +31,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .coco import ANNOTATIONS_FILE, DEFAULT_MAX_IMAGE_PIXELS, CocoDataset, image_header, read_header, safe_join
+from .coco import (
+    ANNOTATIONS_FILE,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    CocoDataset,
+    image_header,
+    read_header,
+    read_raw,
+    safe_join,
+)
 from .errors import ConfigError, DatasetError
 
 POLICIES = ("fail", "drop")
@@ -46,10 +59,11 @@ FILE_READABLE = "image file is readable"
 DECLARED_SIZE = "image has the declared width and height"
 ALLOWED_CHANNELS = "image has an allowed channel count"
 IMAGE_NOT_TOO_LARGE = "image is within validation.max_image_pixels"
+ISCROWD_VALID = "iscrowd is 0 or 1"
 MAX_DETAILS = 3  # error messages quoted per failed check in the summary
 
 ANNOTATION_CHECKS = (BOX_INSIDE, BOX_POSITIVE, BOX_FINITE, KNOWN_CATEGORY, UNIQUE_ANNOTATION_ID,
-                     ANNOTATION_IMAGE_EXISTS)
+                     ANNOTATION_IMAGE_EXISTS, ISCROWD_VALID)
 IMAGE_CHECKS = (UNIQUE_IMAGE_ID, PATH_INSIDE, FILE_EXISTS, IMAGE_NOT_TOO_LARGE, FILE_READABLE, DECLARED_SIZE,
                 ALLOWED_CHANNELS)
 
@@ -94,6 +108,7 @@ class ValidationOutcome:
     annotations_table: pd.DataFrame | None = field(default=None, repr=False)
     images_table: pd.DataFrame | None = field(default=None, repr=False)
     settings: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> list[CheckResult]:
@@ -117,6 +132,7 @@ class ValidationOutcome:
             "num_annotations": 0 if self.annotations_table is None else len(self.annotations_table),
             "checks": [c.to_dict() for c in self.checks],
             "failed_checks": [c.name for c in self.failed],
+            "warnings": list(self.warnings),
             "great_expectations": gx_dicts,
         })
 
@@ -166,6 +182,16 @@ def _num(v: Any) -> float:
         return float("nan")
 
 
+def _valid_iscrowd(value: Any) -> bool:
+    """COCO's ``iscrowd`` is the number 0 or 1 (JSON ``true``/``false`` pass as 1/0); a string
+    such as ``"0"`` would be truthy and turn the object into an ignored crowd region."""
+    return isinstance(value, int | bool) and value in (0, 1)
+
+
+def is_crowd(ann: dict[str, Any]) -> bool:
+    return _valid_iscrowd(ann.get("iscrowd", 0)) and bool(ann.get("iscrowd", 0))
+
+
 def annotations_table(coco: CocoDataset) -> pd.DataFrame:
     """One row per annotation, in file order, with its image's declared width/height joined."""
     first_image: dict[Any, dict[str, Any]] = {}
@@ -186,23 +212,32 @@ def annotations_table(coco: CocoDataset) -> pd.DataFrame:
             "x_max": x + w, "y_max": y + h,
             "image_known": img is not None,
             "bbox_finite": bool(np.isfinite([x, y, w, h]).all()),
+            "iscrowd": ann.get("iscrowd", 0),
+            "iscrowd_ok": _valid_iscrowd(ann.get("iscrowd", 0)),
         })
     columns = ["annotation_id", "image_id", "category_id", "x", "y", "w", "h", "image_width",
-               "image_height", "x_max", "y_max", "image_known", "bbox_finite"]
+               "image_height", "x_max", "y_max", "image_known", "bbox_finite", "iscrowd", "iscrowd_ok"]
     df = pd.DataFrame(rows, columns=columns)
     df["right_overflow"] = df["x_max"] - df["image_width"]
     df["bottom_overflow"] = df["y_max"] - df["image_height"]
     return df.reset_index(drop=True)
 
 
-def images_table(coco: CocoDataset, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> pd.DataFrame:
+def images_table(
+    coco: CocoDataset,
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    intensity: Any = None,
+) -> pd.DataFrame:
     """One row per image; files are opened one at a time (header first, then decoded and
     released).
 
     ``exists`` is null where the path escapes; ``pixels`` (from the header) is null where the
     file is missing or its header unreadable; ``readable`` and the actual size/channels are null
     where the file is missing or over ``max_image_pixels`` (never decoded), so each problem is
-    reported by one check only.
+    reported by one check only. ``levels_raw`` / ``levels`` count the distinct grey levels in
+    the file and after scaling by ``intensity`` (an :class:`.intensity.Intensity`; validation
+    runs before the dataset range is known, so ``auto`` is judged per image); ``exif_rotated``
+    marks files whose EXIF orientation turns them by 90 degrees.
     """
     rows = []
     for img in coco.images:
@@ -219,6 +254,10 @@ def images_table(coco: CocoDataset, max_image_pixels: int | None = DEFAULT_MAX_I
             "channels": float("nan"),
             "pixels": float("nan"),
             "error": None,
+            "levels_raw": float("nan"),
+            "levels": float("nan"),
+            "bit_depth": None,
+            "exif_rotated": False,
         }
         try:
             path = safe_join(coco.root, str(img["file_name"]))
@@ -247,17 +286,79 @@ def images_table(coco: CocoDataset, max_image_pixels: int | None = DEFAULT_MAX_I
             rows.append(row)
             continue
         try:
-            w, h, c = image_header(path)
-            row.update(readable=True, actual_width=float(w), actual_height=float(h), channels=float(c))
+            raw = read_raw(path)
         except DatasetError as exc:
             row.update(readable=False, error=str(exc))
+            rows.append(row)
+            continue
+        row.update(readable=True, actual_width=float(raw.shape[1]), actual_height=float(raw.shape[0]),
+                   channels=float(1 if raw.ndim == 2 else raw.shape[2]),
+                   exif_rotated=_exif_rotated(path))
+        try:
+            row.update(_levels(raw, intensity))
+        except DatasetError as exc:
+            row.update(readable=False, error=str(exc))
+        del raw
         rows.append(row)
     columns = ["image_id", "file_name", "width", "height", "path_ok", "exists", "readable",
-               "actual_width", "actual_height", "channels", "pixels", "error"]
+               "actual_width", "actual_height", "channels", "pixels", "error", "levels_raw", "levels",
+               "bit_depth", "exif_rotated"]
     df = pd.DataFrame(rows, columns=columns)
     for col in ("exists", "readable"):
         df[col] = df[col].astype(object)
     return df.reset_index(drop=True)
+
+
+LEVEL_SAMPLE = 1 << 20  # pixels looked at to count grey levels (a strided subset of large images)
+
+
+def _levels(raw: np.ndarray, intensity: Any) -> dict[str, Any]:
+    from .intensity import bit_depth, grey_levels
+
+    step = max(1, int(np.ceil(np.sqrt(raw.shape[0] * raw.shape[1] / LEVEL_SAMPLE))))
+    sample = raw[::step, ::step]
+    finite = sample[np.isfinite(sample)] if sample.dtype.kind == "f" else sample
+    return {
+        "levels_raw": float(np.unique(sample).size),
+        "levels": float(grey_levels(sample, intensity)),
+        "bit_depth": bit_depth(raw.dtype, float(finite.max()) if finite.size else 0.0),
+    }
+
+
+def _exif_rotated(path: Any) -> bool:
+    if str(path).lower().endswith((".tif", ".tiff")):
+        return False
+    from PIL import Image
+
+    from .coco import exif_orientation
+
+    try:
+        with Image.open(path) as img:
+            return exif_orientation(img) in (5, 6, 7, 8)
+    except Exception:  # noqa: BLE001 - the header was read already; no orientation then
+        return False
+
+
+def image_warnings(images: pd.DataFrame, min_levels: int, mode: str) -> list[str]:
+    """Non-fatal findings: images crushed to fewer than ``min_levels`` grey levels by the
+    intensity ``mode`` (fewer than the file holds), images turned by their EXIF orientation."""
+    out = []
+    crushed = images[(images["levels"] < min_levels) & (images["levels"] < images["levels_raw"])]
+    for _, r in crushed.iterrows():
+        out.append(
+            f"image id {_plain(r['image_id'])} ({r['file_name']}): {r['bit_depth']} pixels keep only "
+            f"{r['levels']:g} of {r['levels_raw']:g} grey levels under intensity.mode '{mode}'"
+            + ("; intensity.mode 'auto' scales them by the dataset's range instead" if mode == "fixed" else "")
+        )
+    rotated = images[images["exif_rotated"] == True]  # noqa: E712 - pandas column comparison
+    if len(rotated):
+        ids = ", ".join(str(_plain(i)) for i in rotated["image_id"].head(MAX_LISTED))
+        out.append(
+            f"{len(rotated)} image(s) carry an EXIF orientation that turns them by 90 degrees (image ids "
+            f"{ids}{', ...' if len(rotated) > MAX_LISTED else ''}): the pipeline applies it, as annotation "
+            "tools display the image; widths, heights and boxes must refer to the turned image"
+        )
+    return out
 
 
 # ------------------------------------------------------------------------------ expectations
@@ -290,6 +391,8 @@ def _expectations(
          E.ExpectColumnValuesToBeUnique(column="annotation_id", meta=m(UNIQUE_ANNOTATION_ID))),
         (ANNOTATION_IMAGE_EXISTS, "annotation image_id is the id of an image",
          E.ExpectColumnValuesToBeInSet(column="image_known", value_set=[True], meta=m(ANNOTATION_IMAGE_EXISTS))),
+        (ISCROWD_VALID, "iscrowd is the number 0 or 1 (absent means 0)",
+         E.ExpectColumnValuesToBeInSet(column="iscrowd_ok", value_set=[True], meta=m(ISCROWD_VALID))),
     ]
     img = [
         (UNIQUE_IMAGE_ID, "no two images share an id",
@@ -369,6 +472,11 @@ def check_not_empty(coco: CocoDataset) -> None:
             f"{where}: 'annotations' is an empty list: none of the {len(coco.images)} images has a box "
             "(images without boxes are allowed as negative examples, but a detector needs some objects)"
         )
+    if all(is_crowd(a) for a in coco.annotations):
+        raise DataValidationError(
+            f"{where}: all {len(coco.annotations)} annotations are crowd regions (iscrowd 1), which "
+            "training and evaluation ignore: a detector needs some objects with iscrowd 0"
+        )
 
 
 def validate_dataset(
@@ -376,10 +484,19 @@ def validate_dataset(
     allowed_channels: Sequence[int] = (1, 3),
     bbox_tolerance: float = 0.5,
     max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    intensity: Any = None,
+    min_levels: int = 32,
 ) -> ValidationOutcome:
     """Run every check on ``coco``; bad rows are not raised (see :func:`apply_policy`), but an
     empty dataset is (:func:`check_not_empty`). ``max_image_pixels`` (``None``: no limit): images
-    whose header declares more pixels are reported and never decoded."""
+    whose header declares more pixels are reported and never decoded. ``intensity`` and
+    ``min_levels``: images scaled to fewer grey levels than that are warned about."""
+    from .intensity import Intensity
+
+    intensity = Intensity.from_dict(
+        {k: v for k, v in (intensity or {}).items() if k in ("mode", "percentiles")}
+        if isinstance(intensity, dict) else intensity
+    )
     allowed = [int(c) for c in allowed_channels]
     tol = float(bbox_tolerance)
     if not math.isfinite(tol) or tol < 0:
@@ -396,7 +513,8 @@ def validate_dataset(
             )
         max_image_pixels = int(max_image_pixels)
     check_not_empty(coco)
-    tables = {"annotations": annotations_table(coco), "images": images_table(coco, max_image_pixels)}
+    tables = {"annotations": annotations_table(coco),
+              "images": images_table(coco, max_image_pixels, intensity)}
     expectations = _expectations(coco.category_ids, allowed, tol, max_image_pixels)
     gx_results = _run_gx(tables, expectations)
     checks: list[CheckResult] = []
@@ -428,7 +546,9 @@ def validate_dataset(
         gx_results=gx_results,
         annotations_table=tables["annotations"],
         images_table=tables["images"],
-        settings={"allowed_channels": allowed, "bbox_tolerance": tol, "max_image_pixels": max_image_pixels},
+        settings={"allowed_channels": allowed, "bbox_tolerance": tol, "max_image_pixels": max_image_pixels,
+                  "intensity_mode": intensity.mode, "min_levels": int(min_levels)},
+        warnings=image_warnings(tables["images"], int(min_levels), intensity.mode),
     )
 
 
@@ -440,10 +560,14 @@ def _details(name: str, rows: pd.DataFrame) -> list[str]:
             if r["error"]:
                 out.append(f"image id {_plain(r['image_id'])}: {r['error']}")
         elif name == DECLARED_SIZE:
-            out.append(
-                f"image id {_plain(r['image_id'])} ({r['file_name']}): declared {r['width']:g} x {r['height']:g}, "
-                f"the file is {r['actual_width']:g} x {r['actual_height']:g}"
-            )
+            msg = (f"image id {_plain(r['image_id'])} ({r['file_name']}): declared {r['width']:g} x "
+                   f"{r['height']:g}, the file is {r['actual_width']:g} x {r['actual_height']:g}")
+            if r["exif_rotated"] and (r["width"], r["height"]) == (r["actual_height"], r["actual_width"]):
+                msg += (" after its EXIF orientation is applied (the declared size is the stored, unturned "
+                        "one). The pipeline applies EXIF orientation, as annotation tools display images: "
+                        "if the boxes were drawn on the unturned pixels, remove the tag (e.g. "
+                        "`exiftool -Orientation= FILE`) or re-export the annotations on the turned image")
+            out.append(msg)
         elif name == ALLOWED_CHANNELS:
             out.append(f"image id {_plain(r['image_id'])} ({r['file_name']}): {r['channels']:g} channel(s)")
         elif name in (BOX_INSIDE, BOX_POSITIVE, BOX_FINITE):
@@ -456,6 +580,9 @@ def _details(name: str, rows: pd.DataFrame) -> list[str]:
             out.append(f"annotation id {_plain(r['annotation_id'])}: category_id {_plain(r['category_id'])}")
         elif name == ANNOTATION_IMAGE_EXISTS:
             out.append(f"annotation id {_plain(r['annotation_id'])}: image_id {_plain(r['image_id'])}")
+        elif name == ISCROWD_VALID:
+            out.append(f"annotation id {_plain(r['annotation_id'])} (image id {_plain(r['image_id'])}): "
+                       f"iscrowd {r['iscrowd']!r} ({type(r['iscrowd']).__name__}); must be the number 0 or 1")
     return out
 
 
@@ -501,9 +628,9 @@ def apply_policy(coco: CocoDataset, outcome: ValidationOutcome, policy: str) -> 
         raise DataValidationError(
             "policy 'drop' would remove every image of the dataset:\n" + outcome.summary()
         )
-    if not annotations:
+    if not any(not is_crowd(a) for a in annotations):
         raise DataValidationError(
-            "policy 'drop' would remove every annotation of the dataset (nothing left to learn from):\n"
+            "policy 'drop' would remove every object of the dataset (nothing left to learn from):\n"
             + outcome.summary()
         )
     keep_ids = {img["id"] for img in images}

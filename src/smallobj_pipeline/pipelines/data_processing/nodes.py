@@ -36,15 +36,23 @@ def load_raw_dataset(dataset: dict[str, Any]) -> CocoDataset:
     return coco
 
 
-def validate_coco(coco: CocoDataset, validation: dict[str, Any]) -> tuple[CocoDataset, dict[str, Any]]:
+def validate_coco(
+    coco: CocoDataset, validation: dict[str, Any], intensity: dict[str, Any] | None = None
+) -> tuple[CocoDataset, dict[str, Any]]:
     """great-expectations checks; the full result is written to ``validation.report_path`` even
-    when the run stops on a failure (policy ``fail``); policy ``drop`` removes and reports."""
+    when the run stops on a failure (policy ``fail``); policy ``drop`` removes and reports.
+    Warnings (grey levels lost under ``intensity.mode``, EXIF-turned images) are logged."""
+    intensity = intensity or {}
     outcome = validate_dataset(
         coco,
         allowed_channels=tuple(validation.get("allowed_channels", (1, 3))),
         bbox_tolerance=float(validation.get("bbox_tolerance", 0.5)),
         max_image_pixels=validation.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS),
+        intensity=intensity,
+        min_levels=int(intensity.get("min_levels", 32)),
     )
+    for warning in outcome.warnings:
+        logger.warning("Validation: %s", warning)
     report = outcome.to_dict()
     report["policy"] = validation.get("policy", "fail")
     write_json(validation["report_path"], report)
@@ -75,6 +83,13 @@ def split_coco(coco: CocoDataset, split: dict[str, Any]) -> CocoDataset:
     return result
 
 
-def dataset_statistics(coco: CocoDataset) -> tuple[dict[str, Any], Figure]:
-    stats = compute_stats(coco)
+def dataset_statistics(coco: CocoDataset, intensity: dict[str, Any]) -> tuple[dict[str, Any], Figure]:
+    """Box and image statistics, and the intensity range of the training images (``intensity``
+    settings) that training, evaluation, prediction and the report then apply."""
+    stats = compute_stats(coco, intensity)
+    info = stats["intensity"]
+    logger.info(
+        "Pixels: %s (%d training images sampled); range found %s; scaling %s; channels %s",
+        info["bit_depth"], info["images_sampled"], info["range_found"], info["scaling"], info["channels"],
+    )
     return stats, plot_stats(stats)

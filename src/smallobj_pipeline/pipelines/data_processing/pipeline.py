@@ -9,7 +9,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(load_raw_dataset, "params:dataset", "raw_coco", name="load_raw_dataset", tags=["data"]),
             node(
                 validate_coco,
-                ["raw_coco", "params:validation"],
+                ["raw_coco", "params:validation", "params:intensity"],
                 ["validated_coco", "validation_report"],
                 name="validate_dataset",
                 tags=["data", "validation"],
@@ -17,7 +17,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(split_coco, ["validated_coco", "params:split"], "model_input_coco", name="split_dataset", tags=["data"]),
             node(
                 dataset_statistics,
-                "model_input_coco",
+                ["model_input_coco", "params:intensity"],
                 ["dataset_stats", "dataset_stats_plot"],
                 name="dataset_statistics",
                 tags=["data", "report"],

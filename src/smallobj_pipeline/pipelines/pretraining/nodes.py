@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure
 
 from smallobj_pipeline.detection.coco import CocoDataset
+from smallobj_pipeline.detection.intensity import choose_in_channels
 from smallobj_pipeline.detection.pretrain import plot_history, run_pretraining
 
+logger = logging.getLogger(__name__)
 
-def pretrain_backbone(model_input: CocoDataset, params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
+
+def pretrain_backbone(
+    model_input: CocoDataset, params: dict[str, Any], stats: dict[str, Any]
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Train the classifier and save its backbone (``<output_dir>/<name>.pt``); the COCO
-    dataset is used when ``source`` is ``crops``."""
-    history, summary = run_pretraining(params, coco=model_input)
+    dataset is used when ``source`` is ``crops``. Pixels are scaled as the detector's training
+    scales them (the statistics' intensity spec); ``in_channels: auto`` follows the images."""
+    info = stats.get("intensity") or {}
+    params = dict(params)
+    if str(params.get("in_channels", 1)).strip().lower() == "auto":
+        params["in_channels"], reason = choose_in_channels(info.get("channels"))
+        logger.info("pretrain.in_channels auto: %s", reason)
+    history, summary = run_pretraining(params, coco=model_input, intensity=info.get("spec"))
     return pd.DataFrame(history), summary
 
 

@@ -10,7 +10,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 pretrain_backbone,
-                ["model_input_coco", "params:pretrain"],
+                ["model_input_coco", "params:pretrain", "dataset_stats"],
                 ["pretrain_history", "pretrain_summary"],
                 name="pretrain_backbone",
                 tags=["pretraining"],

@@ -18,10 +18,16 @@ from smallobj_pipeline.detection.errors import DatasetError
 logger = logging.getLogger(__name__)
 
 
-def preview_augmentation(model_input: CocoDataset, defaults: dict[str, Any]) -> Figure:
-    """A grid of augmented training samples with their boxes (the defaults' augmentation)."""
+def preview_augmentation(
+    model_input: CocoDataset, defaults: dict[str, Any], stats: dict[str, Any]
+) -> Figure:
+    """A grid of augmented training samples with their boxes (the defaults' augmentation), with
+    intensities scaled as in training (the statistics' intensity spec)."""
     transform = build_transform(defaults.get("augmentation"), train=True)
-    return render_augmentation_grid(model_input.split("train"), transform, num_samples=8, seed=0)
+    intensity = (stats.get("intensity") or {}).get("spec")
+    return render_augmentation_grid(
+        model_input.split("train"), transform, num_samples=8, seed=0, intensity=intensity
+    )
 
 
 def build_report(reporting: dict[str, Any], *after: Any) -> tuple[pd.DataFrame, str, dict[str, Any]]:
@@ -39,12 +45,20 @@ def build_report(reporting: dict[str, Any], *after: Any) -> tuple[pd.DataFrame, 
     pr = rep.pr_curves(runs)
     if pr is not None:
         figures["pr_curves"] = pr
+    stats = None
+    stats_path = Path(reporting.get("dataset_stats", ""))
+    if stats_path.is_file():
+        try:
+            stats = json.loads(stats_path.read_text(encoding="utf-8-sig"))
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{stats_path}: invalid JSON ({exc.msg})") from None
     dataset_dir = Path(reporting["dataset_dir"])
     if (dataset_dir / "annotations.json").is_file():
         grid = rep.prediction_grid(
             CocoDataset.from_dir(dataset_dir), runs,
             num_images=int(reporting.get("example_images", 4)),
             score_threshold=float(reporting.get("score_threshold", 0.5)),
+            intensity=((stats or {}).get("intensity") or {}).get("spec"),
         )
         if grid is not None:
             figures["predictions"] = grid
@@ -55,13 +69,6 @@ def build_report(reporting: dict[str, Any], *after: Any) -> tuple[pd.DataFrame, 
             pngs[name] = rep.check_png(path.read_bytes(), str(path))
         else:
             logger.info("Report: %s not found, section '%s' left out", path, name)
-    stats = None
-    stats_path = Path(reporting.get("dataset_stats", ""))
-    if stats_path.is_file():
-        try:
-            stats = json.loads(stats_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"{stats_path}: invalid JSON ({exc.msg})") from None
     html_text = rep.render_html(table, pngs, stats, title=reporting.get("title", "smallobj_pipeline report"))
     logger.info("Report: %d experiment(s): %s", len(runs), ", ".join(r.name for r in runs))
     return table, html_text, {name: png for name, png in pngs.items() if name not in (reporting.get("embed_plots") or {})}

@@ -11,7 +11,7 @@ def create_pipeline(experiment_names: list[str] | None = None, **kwargs) -> Pipe
         [
             node(
                 preview_augmentation,
-                ["model_input_coco", "params:experiment_defaults"],
+                ["model_input_coco", "params:experiment_defaults", "dataset_stats"],
                 "augmentation_preview",
                 name="preview_augmentation",
                 tags=["augmentation", "report"],
