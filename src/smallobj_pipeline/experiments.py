@@ -6,7 +6,6 @@ import logging
 import os
 from pathlib import Path
 
-from kedro.config import OmegaConfigLoader
 
 from smallobj_pipeline.detection.experiment import check_experiment_name, missing_weights
 
@@ -29,10 +28,11 @@ def experiment_names(env: str | None = None) -> list[str]:
     experiment (torchvision's COCO files cannot be made offline) and any experiment that sets
     ``skip_if_weights_missing: true`` (see :func:`~smallobj_pipeline.detection.experiment.missing_weights`).
     """
+    from smallobj_pipeline.config_loader import ProjectConfigLoader
     from smallobj_pipeline.settings import CONFIG_LOADER_ARGS
 
     env = env or os.environ.get("KEDRO_ENV") or None
-    loader = OmegaConfigLoader(conf_source=str(conf_source()), env=env, **CONFIG_LOADER_ARGS)
+    loader = ProjectConfigLoader(conf_source=str(conf_source()), env=env, **CONFIG_LOADER_ARGS)
     params = loader["parameters"]
     experiments = params.get("experiments") or {}
     defaults = params.get("experiment_defaults") or {}
