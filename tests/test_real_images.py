@@ -322,3 +322,101 @@ def test_json_with_a_utf8_bom_is_read(tmp_path):
     text = (root / "annotations.json").read_text()
     (root / "annotations.json").write_bytes(b"\xef\xbb\xbf" + text.encode())
     assert len(CocoDataset.from_dir(root).images) == 1
+
+
+# ------------------------------------------------------------------------------ red-team findings
+def _png(path: Path, arr: np.ndarray, colour_type: int, exif_orientation: int | None = None) -> None:
+    """A 16-bit PNG written by hand (PIL cannot write 16-bit colour or grey + alpha), with an
+    optional eXIf chunk holding an orientation."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    h, w = arr.shape[:2]
+    rows = b"".join(b"\x00" + arr[y].astype(">u2").tobytes() for y in range(h))
+    out = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0))
+    if exif_orientation:
+        ifd = b"MM\x00*\x00\x00\x00\x08" + struct.pack(">H", 1)
+        ifd += struct.pack(">HHIHH", 0x0112, 3, 1, exif_orientation, 0) + struct.pack(">I", 0)
+        out += chunk(b"eXIf", ifd)
+    path.write_bytes(out + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_16bit_grey_alpha_png_keeps_its_16_bits(tmp_path):
+    rng = np.random.default_rng(12)
+    grey = rng.integers(0, 4096, (16, 20)).astype(np.uint16)
+    _png(tmp_path / "ga.png", np.stack([grey, np.full_like(grey, 65535)], axis=-1), colour_type=4)
+    raw = read_raw(tmp_path / "ga.png")
+    assert raw.dtype == np.uint16 and raw.shape == (16, 20)
+    np.testing.assert_array_equal(raw, grey)
+
+
+def test_16bit_colour_png_gets_its_exif_orientation(tmp_path):
+    rgb = np.zeros((10, 30, 3), np.uint16)
+    rgb[0:2, 26:30] = [4000, 2000, 1000]  # top right of the stored image
+    _png(tmp_path / "c.png", rgb, colour_type=2, exif_orientation=6)
+    raw = read_raw(tmp_path / "c.png")
+    assert read_header(tmp_path / "c.png")[:2] == (10, 30) and raw.shape == (30, 10, 3)
+    assert raw.dtype == np.uint16 and tuple(raw[27, 8]) == (4000, 2000, 1000)  # turned clockwise
+
+
+def test_tiff_stacks_are_refused_and_planar_rgb_is_read_as_rgb(tmp_path):
+    rng = np.random.default_rng(13)
+    stack = rng.integers(0, 4096, (3, 32, 32)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "z.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+    with pytest.raises(DatasetError, match=r"z\.tif: a TIFF of shape .* is a stack, not one image \(Z=3\)"):
+        read_raw(tmp_path / "z.tif")
+    with pytest.raises(DatasetError, match="is a stack"):
+        read_header(tmp_path / "z.tif")
+    planar = rng.integers(0, 256, (3, 4, 5)).astype(np.uint8)  # 3 x H 4 x W 5, stored planar
+    tifffile.imwrite(tmp_path / "p.tif", planar, photometric="rgb", planarconfig="separate")
+    assert read_header(tmp_path / "p.tif") == (5, 4, 3)
+    np.testing.assert_array_equal(read_raw(tmp_path / "p.tif"), np.moveaxis(planar, 0, -1))
+
+
+def test_to_dir_never_touches_the_users_dataset(tmp_path):
+    rng = np.random.default_rng(14)
+    arrays = {f"img/{i}.png": rng.integers(0, 256, (SIZE, SIZE), dtype=np.uint8) for i in range(3)}
+    root = _write(tmp_path / "d", arrays)
+    before = (root / "annotations.json").read_text()
+    coco = _dataset(root)
+    with pytest.raises(DatasetError, match="the output folder is the dataset folder itself"):
+        coco.subset([1]).to_dir(root)
+    assert (root / "annotations.json").read_text() == before
+    inside = root / "processed"  # an output folder inside the dataset: ours to prune
+    coco.to_dir(inside)
+    coco.subset([1]).to_dir(inside)
+    assert sorted(p.name for p in (inside / "img").iterdir()) == ["0.png"]
+    assert len(list((root / "img").iterdir())) == 3  # the user's files are all there
+    out = tmp_path / "out"  # the dataset reached through a symlink inside the output folder
+    out.mkdir()
+    (out / "raw").symlink_to(root)
+    linked = _dataset(out / "raw")
+    linked.to_dir(out)
+    assert (out / "raw").is_symlink() and len(list((root / "img").iterdir())) == 3
+
+
+def test_all_nan_float_images_fall_back_to_per_image_scaling(tmp_path):
+    nan = np.full((SIZE, SIZE), np.nan, np.float32)
+    coco = _dataset(_write(tmp_path / "nan", {f"{i}.tif": nan for i in range(4)}))
+    info = compute_stats(coco, INTENSITY)["intensity"]
+    assert info["range_used"] is None and info["scaling"].startswith("per image")
+    t = _loaded(coco, {"intensity": info}, 1)
+    assert torch.isfinite(t).all()
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"percentiles": 5}, r"intensity\.percentiles: invalid value 5"),
+    ({"sample_images": "abc"}, r"intensity\.sample_images: invalid value 'abc'"),
+    ({"pixels_per_image": 0}, r"intensity\.pixels_per_image: invalid value 0"),
+    ({"percentile": [1, 99]}, r"unknown intensity setting\(s\) \['percentile'\]"),
+    ({"mode": "autoo"}, r"intensity\.mode: invalid value 'autoo'"),
+])
+def test_bad_intensity_settings_name_the_key(tmp_path, settings, message):
+    coco = _dataset(_write(tmp_path / "s", {f"{i}.png": np.zeros((SIZE, SIZE), np.uint8) for i in range(4)}))
+    with pytest.raises(Exception, match=message):
+        compute_stats(coco, settings)
+    with pytest.raises(Exception, match=message):
+        V.validate_dataset(coco, intensity=settings)

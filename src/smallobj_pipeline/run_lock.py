@@ -38,7 +38,7 @@ from typing import Any
 import click
 from filelock import FileLock, Timeout
 
-from smallobj_pipeline.detection.io import write_json
+from smallobj_pipeline.detection.io import pid_alive, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -95,18 +95,6 @@ def wait_seconds(environ: dict[str, str] | None = None) -> float:
     return -1.0 if value < 0 or math.isinf(value) else value
 
 
-def _pid_alive(pid: int) -> bool:
-    if os.name == "nt":  # os.kill would terminate it there
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
 def read_holder(info_path: Path) -> dict[str, Any] | None:
     """The holder info of ``info_path``, or None if it is missing or unreadable."""
     try:
@@ -124,7 +112,7 @@ def _current_holder(info_path: Path, grace: float = HOLDER_WRITE_GRACE_S) -> dic
         info = read_holder(info_path)
         live = info is not None and (
             info.get("host") != socket.gethostname()
-            or (isinstance(info.get("pid"), int) and _pid_alive(info["pid"]))
+            or (isinstance(info.get("pid"), int) and pid_alive(info["pid"]))
         )
         if live or time.monotonic() >= deadline:
             return info if live else None

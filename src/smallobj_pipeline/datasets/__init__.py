@@ -3,6 +3,7 @@ interrupted run never leaves a half-written output in place of a good one."""
 
 from .coco_directory import CocoDirectoryDataset
 from .files import CSVDataset, FigureDataset, HTMLDataset, JSONDataset
+from .prediction_output import PredictionOutputDataset
 from .torch_checkpoint import TorchCheckpointDataset
 
 __all__ = [
@@ -11,5 +12,6 @@ __all__ = [
     "FigureDataset",
     "HTMLDataset",
     "JSONDataset",
+    "PredictionOutputDataset",
     "TorchCheckpointDataset",
 ]

@@ -152,8 +152,9 @@ def read_header(path: str | Path) -> tuple[int, int, int]:
             import tifffile
 
             with tifffile.TiffFile(path) as tif:
-                shape = tuple(int(v) for v in tif.series[0].shape)
-            h, w, c = _shape_hwc(shape, path)
+                series = tif.series[0]
+                shape, axes = tuple(int(v) for v in series.shape), str(series.axes)
+            h, w, c = _shape_hwc(tiff_hwc_shape(shape, axes, path), path)
             return w, h, c
         from PIL import Image
 
@@ -242,11 +243,56 @@ def _decoder_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _png_16bit_colour(path: Path) -> bool:
-    """A 16-bit RGB(A) PNG, which PIL would reduce to 8 bits (its IHDR chunk says so)."""
+TIFF_CHANNEL_AXES = "SC"  # tifffile's axes codes: S samples (RGB), C channels (ImageJ)
+
+
+def tiff_hwc_shape(shape: tuple[int, ...], axes: str, path: str | Path = "<tiff>") -> tuple[int, ...]:
+    """The (H, W[, C]) shape of a TIFF series from tifffile's ``axes`` (``YX``, ``YXS``,
+    ``SYX``, ``CYX``...): length-1 axes are dropped; a stack (Z, T, Q... longer than 1) is
+    refused rather than read as colour channels."""
+    kept = [(a, n) for a, n in zip(axes, shape, strict=True) if n > 1 or a in "YX"]
+    extra = [f"{a}={n}" for a, n in kept if a not in "YX" + TIFF_CHANNEL_AXES]
+    if extra or [a for a, _ in kept].count("Y") != 1 or [a for a, _ in kept].count("X") != 1:
+        raise DatasetError(
+            f"{path}: a TIFF of shape {shape} (axes {axes}) is a stack, not one image "
+            f"({', '.join(extra) or 'no single Y and X axis'}); save one image per file (1 or 3 "
+            "channels), e.g. each slice or a projection"
+        )
+    channels = [n for a, n in kept if a in TIFF_CHANNEL_AXES]
+    h = next(n for a, n in kept if a == "Y")
+    w = next(n for a, n in kept if a == "X")
+    if len(channels) > 1:
+        raise DatasetError(f"{path}: a TIFF of shape {shape} (axes {axes}) has two channel axes")
+    return (h, w, channels[0]) if channels else (h, w)
+
+
+def _tiff_to_hwc(arr: np.ndarray, axes: str, path: Path) -> np.ndarray:
+    tiff_hwc_shape(tuple(arr.shape), axes, path)  # refuses stacks with a message naming the file
+    keep = [i for i, (a, n) in enumerate(zip(axes, arr.shape, strict=True)) if n > 1 or a in "YX"]
+    arr = arr.reshape([arr.shape[i] for i in keep])
+    kept_axes = [axes[i] for i in keep]
+    order = [kept_axes.index("Y"), kept_axes.index("X")]
+    order += [i for i, a in enumerate(kept_axes) if a in TIFF_CHANNEL_AXES]
+    return np.transpose(arr, order)
+
+
+def _png_colour_type(path: Path) -> tuple[int, int] | None:
+    """``(bit depth, colour type)`` from a PNG's IHDR chunk (``None`` for other files)."""
     with open(path, "rb") as fh:
         head = fh.read(26)
-    return head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and head[24] == 16 and head[25] in (2, 6)
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return head[24], head[25]
+
+
+def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (2-8) to an (H, W[, C]) array, as PIL's ``exif_transpose``."""
+    ops = {
+        2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+        5: lambda a: np.swapaxes(a, 0, 1), 6: lambda a: np.rot90(a, -1),
+        7: lambda a: np.rot90(a, -1)[:, ::-1], 8: lambda a: np.rot90(a, 1),
+    }
+    return np.ascontiguousarray(ops[orientation](arr)) if orientation in ops else arr
 
 
 def _decode(path: Path) -> np.ndarray:
@@ -256,14 +302,23 @@ def _decode(path: Path) -> np.ndarray:
     if suffix in (".tif", ".tiff"):
         import tifffile
 
-        return np.asarray(tifffile.imread(path))
-    if suffix == ".png" and _png_16bit_colour(path):
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            return _tiff_to_hwc(np.asarray(series.asarray()), str(series.axes), path)
+    png = _png_colour_type(path) if suffix == ".png" else None
+    if png is not None and png[0] == 16 and png[1] in (2, 4, 6):
+        # 16-bit colour or grey + alpha: PIL would keep only the high byte; OpenCV keeps 16 bits
         import cv2
 
         arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if arr is None:
-            raise DatasetError(f"{path}: cannot decode image (16-bit colour PNG)")
-        return arr[..., [2, 1, 0]] if arr.shape[-1] == 3 else arr[..., [2, 1, 0, 3]]  # BGR(A) -> RGB(A)
+            raise DatasetError(f"{path}: cannot decode image (16-bit PNG)")
+        if png[1] == 4 or arr.ndim == 2:
+            arr = arr if arr.ndim == 2 else arr[..., 0]  # grey (+ alpha, read as BGRA)
+        else:
+            arr = arr[..., [2, 1, 0]]  # BGR(A) -> RGB, alpha dropped
+        with Image.open(path) as img:  # OpenCV ignores EXIF: apply it as for every other file
+            return _orient(arr, exif_orientation(img))
     with Image.open(path) as img:
         img.load()  # forces full decode: truncated files fail here
         if exif_orientation(img) != 1:
@@ -281,8 +336,6 @@ def _decode(path: Path) -> np.ndarray:
 
 def _shape_hwc(shape: tuple[int, ...], path: str | Path = "<array>") -> tuple[int, int, int]:
     """(H, W, channels as returned by :func:`gray_or_rgb`) of an array shape."""
-    if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[-1] not in (1, 2, 3, 4):
-        shape = (shape[1], shape[2], shape[0])  # channel-first TIFF
     if len(shape) == 2:
         return shape[0], shape[1], 1
     if len(shape) == 3 and shape[-1] in (1, 2):
@@ -295,8 +348,6 @@ def _shape_hwc(shape: tuple[int, ...], path: str | Path = "<array>") -> tuple[in
 def gray_or_rgb(arr: np.ndarray, path: str | Path = "<array>") -> np.ndarray:
     """``(H, W)`` or ``(H, W, 3)`` of a decoded array, pixel type kept (``bool`` -> ``uint8``)."""
     _shape_hwc(arr.shape, path)  # refuses unsupported shapes with a message naming the file
-    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 2, 3, 4):
-        arr = np.moveaxis(arr, 0, -1)  # channel-first TIFF
     if arr.ndim == 3 and arr.shape[-1] in (1, 2):
         arr = arr[..., 0]
     if arr.ndim == 3 and arr.shape[-1] == 4:
@@ -401,25 +452,42 @@ class CocoDataset:
         from .io import place_file
 
         out_dir = Path(out_dir)
+        if out_dir.resolve() == self.root.resolve():
+            raise DatasetError(
+                f"{out_dir}: the output folder is the dataset folder itself; writing there would "
+                "replace the dataset's own annotations.json. Point dataset.root at the original "
+                "dataset, not at the pipeline's model input folder"
+            )
         out_dir.mkdir(parents=True, exist_ok=True)
-        same_dir = out_dir.resolve() == self.root.resolve()
-        if not same_dir:
-            wanted: set[Path] = {out_dir.resolve() / ANNOTATIONS_FILE}
-            wanted |= {out_dir.resolve() / f"{name}.json" for name in SPLIT_NAMES}
-            relinked = 0
-            with HashCache() as cache:
-                for img in self.images:
-                    src = self.image_path(img)
-                    dst = safe_join(out_dir, img["file_name"])
-                    wanted.add(dst)
-                    if _same_content(src, dst, cache):
-                        continue
-                    place_file(src, dst, link=link_images)
-                    relinked += 1
-            removed = _prune(out_dir, wanted, protect=self.root)
-            if relinked or removed:
-                logger.info("%s: %d image(s) placed, %d file(s) of an earlier dataset removed",
-                            out_dir, relinked, removed)
+        wanted: set[Path] = {out_dir.resolve() / ANNOTATIONS_FILE}
+        wanted |= {out_dir.resolve() / f"{name}.json" for name in SPLIT_NAMES}
+        sources: set[Path] = set()
+        relinked = 0
+        with HashCache() as cache:
+            for img in self.images:
+                src = self.image_path(img)
+                sources.add(src)
+                dst = safe_join(out_dir, img["file_name"])
+                wanted.add(dst)
+                if _same_content(src, dst, cache):
+                    continue
+                place_file(src, dst, link=link_images)
+                relinked += 1
+        # the dataset inside the output folder is the user's: never touched; an output folder
+        # inside the dataset is ours, except the dataset's own image files
+        root, out = self.root.resolve(), out_dir.resolve()
+        removed = _prune(out_dir, wanted, protect=None if root in out.parents else root,
+                         protect_files=sources)
+        if relinked or removed:
+            logger.info("%s: %d image(s) placed, %d file(s) of an earlier dataset removed",
+                        out_dir, relinked, removed)
+        return self.write_annotations(out_dir)
+
+    def write_annotations(self, out_dir: str | Path) -> Path:
+        """Write ``annotations.json`` and one ``<split>.json`` per split (removing those of
+        splits it lacks), each atomically; ``annotations.json`` last, so it marks a complete
+        directory."""
+        out_dir = Path(out_dir)
         for name in SPLIT_NAMES:
             if name not in self.splits:
                 (out_dir / f"{name}.json").unlink(missing_ok=True)
@@ -473,8 +541,9 @@ class CocoDataset:
         """The image's pixels in the file's own type (see :func:`read_raw`)."""
         if not isinstance(image, dict):
             image = self.images_by_id[image]
+        path = self.image_path(image)  # its errors name the image id already
         try:
-            return read_raw(self.image_path(image))
+            return read_raw(path)
         except DatasetError as exc:
             raise DatasetError(f"image id {image['id']}: {exc}") from None
 
@@ -543,18 +612,21 @@ def _same_content(src: Path, dst: Path, cache: Any) -> bool:
         return False
 
 
-def _prune(out_dir: Path, keep: set[Path], protect: Path) -> int:
+def _prune(out_dir: Path, keep: set[Path], protect: Path | None, protect_files: set[Path]) -> int:
     """Remove files under ``out_dir`` not in ``keep`` (resolved paths), then empty folders.
-    Nothing under ``protect`` (the source dataset, should it lie inside ``out_dir``) and no
-    temporary file of a running writer (``.NAME.*.tmp``, see :mod:`.io`) is touched."""
-    protect = protect.resolve()
+    Nothing under ``protect`` (the source dataset, should it lie inside ``out_dir``, also when
+    reached through a symlink), none of ``protect_files`` and no temporary file of a running
+    writer (``.NAME.*.tmp``, see :mod:`.io`) is touched."""
     removed = 0
     for path in sorted(out_dir.rglob("*"), reverse=True):
         try:
             resolved = path.resolve() if not path.is_symlink() else path.parent.resolve() / path.name
+            target = path.resolve()  # where a symlink leads
         except OSError:
             continue
-        if resolved == protect or protect in resolved.parents:
+        if protect is not None and any(p == protect or protect in p.parents for p in (resolved, target)):
+            continue
+        if target in protect_files or resolved in protect_files:
             continue
         if path.is_dir() and not path.is_symlink():
             try:

@@ -67,7 +67,14 @@ class Intensity:
         if (self.low is None) != (self.high is None):
             raise ConfigError("intensity.low and intensity.high must be given together")
         if self.low is not None:
-            self.low, self.high = float(self.low), float(self.high)
+            try:
+                self.low, self.high = float(self.low), float(self.high)
+            except (TypeError, ValueError):
+                raise ConfigError(f"intensity.low / high must be numbers, got {self.low!r}, {self.high!r}") from None
+            if not (np.isfinite(self.low) and np.isfinite(self.high) and self.low <= self.high):
+                raise ConfigError(
+                    f"intensity.low / high must be finite with low <= high, got {self.low}, {self.high}"
+                )
 
     @classmethod
     def from_dict(cls, spec: dict[str, Any] | Intensity | None) -> Intensity:
@@ -216,6 +223,9 @@ def dataset_intensity(
             take = min(flat.size, int(pixels_per_image))
             s.values.append(flat[rng.choice(flat.size, size=take, replace=False)] if take < flat.size else flat)
     found = None
+    if s.high_bit and not s.values:
+        logger.warning("no finite pixel in the %d sampled images of more than 8 bits: they are scaled "
+                       "per image", s.high_bit)
     if s.values:
         values = np.concatenate(s.values)
         lo, hi = np.percentile(values, list(spec.percentiles))
@@ -234,7 +244,7 @@ def dataset_intensity(
         used = "8-bit: value / 255"
     elif mode == "fixed":
         used = "fixed: 16-bit value / 257 to 8 bits; float clipped to [0, 1]"
-    elif mode == "per_image":
+    elif mode == "per_image" or spec.low is None:
         used = f"per image: percentiles {list(spec.percentiles)} of each image, clipped to [0, 1]"
     else:
         used = f"dataset range [{spec.low:g}, {spec.high:g}] (percentiles {list(spec.percentiles)}) -> [0, 1]"
@@ -249,6 +259,31 @@ def dataset_intensity(
         "scaling": used,
         "channels": {"grey": s.grey, "colour": s.colour, "grey_as_rgb": s.grey_as_rgb},
     }
+
+
+SETTINGS = {  # the `intensity` parameters (conf/base/parameters_data.yml) and their checks
+    "mode": lambda v: v in MODES,
+    "percentiles": lambda v: isinstance(v, list | tuple) and len(v) == 2,
+    "sample_images": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+    "pixels_per_image": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+    "seed": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "min_levels": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+}
+
+
+def check_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
+    """Check the ``intensity`` parameters (every key known, every value of its type) before any
+    image is read; a :class:`ConfigError` names the key."""
+    settings = dict(settings or {})
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise ConfigError(f"unknown intensity setting(s) {unknown}; valid: {list(SETTINGS)}")
+    for key, ok in SETTINGS.items():
+        if key in settings and not ok(settings[key]):
+            raise ConfigError(f"intensity.{key}: invalid value {settings[key]!r}")
+    Intensity(mode=settings.get("mode", "auto"),
+              percentiles=tuple(settings.get("percentiles", DEFAULT_PERCENTILES)))
+    return settings
 
 
 def choose_in_channels(channels: dict[str, int] | None) -> tuple[int, str]:

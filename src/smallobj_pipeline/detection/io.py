@@ -20,14 +20,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-_HOST = socket.gethostname().replace(os.sep, "_") or "host"
+HOST = socket.gethostname().replace(os.sep, "_") or "host"
 
 
 def _tmp_prefix(path: Path) -> str:
     return f".{path.name}."
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -48,10 +48,10 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
         return removed
     for tmp in candidates:
         parts = tmp.name[len(prefix) : -len(".tmp")].rsplit(".", 2)
-        if len(parts) != 3 or parts[0] != _HOST or not parts[1].isdigit():
+        if len(parts) != 3 or parts[0] != HOST or not parts[1].isdigit():
             continue
         pid = int(parts[1])
-        if pid == os.getpid() or _pid_alive(pid):
+        if pid == os.getpid() or pid_alive(pid):
             continue
         try:
             tmp.unlink()
@@ -105,7 +105,7 @@ def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=f"{_tmp_prefix(path)}{_HOST}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{_tmp_prefix(path)}{HOST}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -126,7 +126,7 @@ def place_file(src: str | Path, dst: str | Path, link: bool = True) -> Path:
     src, dst = Path(src), Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(dst)
-    tmp = dst.parent / f"{_tmp_prefix(dst)}{_HOST}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
+    tmp = dst.parent / f"{_tmp_prefix(dst)}{HOST}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
     try:
         try:
             if not link:

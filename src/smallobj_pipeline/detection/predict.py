@@ -1,4 +1,12 @@
-"""Predicting a folder of images with a trained model file (an experiment's or the champion)."""
+"""Predicting a folder of images with a trained model file (an experiment's or the champion).
+
+Every image goes through :func:`load_image_for_model`: its header is checked against
+``predict.max_image_pixels`` before any decoding, then it is decoded and given the model's
+channel count. An image that cannot be used (unreadable, corrupt, too large, empty) is a *bad
+image*: with ``on_error="skip"`` it is logged at WARNING and listed under ``skipped`` in the
+image index while the others are predicted; with ``on_error="fail"`` the run stops at it with a
+:class:`DatasetError` naming the file and the reason.
+"""
 
 from __future__ import annotations
 
@@ -13,27 +21,36 @@ import torch
 from matplotlib.figure import Figure
 
 from .checkpoint import load_checkpoint
-from .coco import IMAGE_SUFFIXES, read_image
+from .coco import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    IMAGE_SUFFIXES,
+    check_image_pixels,
+    read_header,
+    read_image,
+)
 from .data import image_to_tensor, to_channels
 from .errors import ConfigError, DatasetError
-from .experiment import load_model
+from .experiment import load_model, model_intensity
 from .inference import select_device
+from .intensity import to_display
 from .metrics import predictions_to_coco
 from .report import figure_png
 from .sliced import SliceConfig, should_slice, sliced_predict
 
 logger = logging.getLogger(__name__)
 
+ON_ERROR = ("skip", "fail")
+
 
 def resolve_model_path(spec: str, models_dir: str | Path, registry_path: str | Path) -> Path:
-    """``champion`` -> the registry's champion; an experiment name -> ``<models_dir>/<name>/model.pt``;
-    otherwise a path to a model file."""
+    """``champion`` -> the registry's champion; an experiment name ->
+    ``<models_dir>/<name>/model.pt``; otherwise a path to a model file."""
     models_dir, registry_path = Path(models_dir), Path(registry_path)
     if spec == "champion":
         if not registry_path.is_file():
             raise ConfigError(
-                f"no champion model yet ({registry_path} does not exist): run `make retrain`, or set "
-                "predict.model to an experiment name or a model.pt path"
+                f"no champion model yet ({registry_path} does not exist): run `make retrain`, "
+                "or set predict.model to an experiment name or a model.pt path"
             )
         registry = json.loads(registry_path.read_text())
         champion = registry.get("champion")
@@ -45,32 +62,92 @@ def resolve_model_path(spec: str, models_dir: str | Path, registry_path: str | P
     else:
         path = models_dir / spec / "model.pt"
     if not path.is_file():
-        raise ConfigError(f"model file {path} not found (predict.model = {spec!r}); train that experiment first")
+        raise ConfigError(
+            f"model file {path} not found (predict.model = {spec!r}); train that experiment first"
+        )
     return path
 
 
 def list_images(input_dir: str | Path) -> list[Path]:
+    """The image files under ``input_dir`` (recursively), sorted. A dangling link with an image
+    suffix is listed too, so that it is reported as a bad image rather than silently ignored."""
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise DatasetError(f"{input_dir}: input folder not found (set predict.input_dir)")
-    files = sorted(p for p in input_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = sorted(p for p in input_dir.rglob("*")
+                   if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or p.is_symlink()))
     if not files:
         raise DatasetError(f"{input_dir}: no PNG/JPEG/TIFF images found")
     return files
 
 
-def draw_predictions(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, title: str) -> Figure:
+def load_image_for_model(
+    path: str | Path, model_file: dict[str, Any], max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read one image for prediction: ``(raw, model_input)``.
+
+    ``raw`` is the image with its intensities scaled as the model's training scaled them (the
+    model file's ``intensity``, see :mod:`.intensity`): ``uint8``, or ``float32`` in [0, 1];
+    ``model_input`` is ``raw`` given the model's channel count. The size is
+    checked from the header against ``max_pixels`` (``None``: no limit) before anything is
+    decoded. Every problem is a :class:`DatasetError` whose message starts with ``path``.
+    """
+    path = Path(path)
+    width, height, _ = read_header(path)
+    if width < 1 or height < 1:
+        raise DatasetError(f"{path}: empty image ({width} x {height} pixels)")
+    try:
+        check_image_pixels(path, width, height, max_pixels)
+    except DatasetError as exc:  # the shared message names the validation setting
+        message = str(exc).replace("validation.max_image_pixels", "predict.max_image_pixels")
+        raise DatasetError(message) from None
+    raw = read_image(path, intensity=model_intensity(model_file))
+    in_channels = int(model_file["model_config"].get("in_channels", 1))
+    return raw, to_channels(raw, in_channels)
+
+
+def draw_predictions(
+    image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, title: str
+) -> Figure:
     from matplotlib.patches import Rectangle
 
     h, w = image.shape[:2]
     fig = Figure(figsize=(max(3.0, w / 100), max(3.0, h / 100)))
     ax = fig.add_axes((0, 0, 1, 1))
+    image = to_display(image)
     ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
     for (x1, y1, x2, y2), s in zip(boxes, scores, strict=True):
-        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="red", linewidth=0.8))
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="red",
+                               linewidth=0.8))
     ax.set_title(title, fontsize=8)
     ax.axis("off")
     return fig
+
+
+def _reason(exc: DatasetError, path: Path, rel: str) -> str:
+    """The message of a bad image without its leading ``path: `` (and with ``rel`` for ``path``
+    where a decoder's message quotes it)."""
+    text = str(exc)
+    prefix = f"{path}: "
+    text = text[len(prefix):] if text.startswith(prefix) else text
+    return text.replace(str(path), rel)
+
+
+def _mmss(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 60:02d}:{seconds % 60:02d}"
+
+
+def _check_settings(on_error: str, max_image_pixels: int | None) -> None:
+    if on_error not in ON_ERROR:
+        raise ConfigError(
+            f"predict.on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}"
+        )
+    limit = max_image_pixels
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(
+            f"predict.max_image_pixels must be a positive integer or null, got {limit!r}"
+        )
 
 
 def predict_folder(
@@ -82,14 +159,26 @@ def predict_folder(
     slicing: dict[str, Any] | None = None,
     draw: bool = True,
     device: str = "auto",
-) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, bytes]]:
-    """Returns ``(results, index, drawings)``: COCO results (image ids index ``index['images']``),
-    the image index, and PNG bytes with boxes drawn, keyed by the image's relative path stem."""
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    on_error: str = "skip",
+) -> dict[str, Any]:
+    """Predict every image under ``input_dir``. Returns ``{"predictions", "images", "drawings"}``:
+
+    - ``predictions``: COCO results; their image ids index ``images["images"]``;
+    - ``images``: the model path, one entry per predicted image (``id``, ``file_name`` relative
+      to ``input_dir``, size, ``sliced``, ``detections``), ``skipped``: ``[{file_name, reason}]``
+      of the bad images, and ``seconds``;
+    - ``drawings``: PNG bytes with the boxes drawn, keyed by the image's relative path (with its
+      suffix, ``/``-separated), empty unless ``draw``.
+
+    A bad image is skipped (``on_error="skip"``) or stops the run with a :class:`DatasetError`
+    (``on_error="fail"``); see the module docstring.
+    """
+    _check_settings(on_error, max_image_pixels)
     model_path = resolve_model_path(model_spec, models_dir, registry_path)
     model_file = load_checkpoint(model_path)
     dev = select_device(device)
     model = load_model(model_file, dev)
-    in_channels = int(model_file["model_config"].get("in_channels", 1))
     slicing = dict(slicing or {})
     train_size = int(model_file.get("train_image_size") or 512)
     if slicing.get("tile_size") is None:
@@ -99,29 +188,50 @@ def predict_folder(
     input_dir = Path(input_dir)
     files = list_images(input_dir)
     results: list[dict[str, Any]] = []
-    index: dict[str, Any] = {"model": str(model_path), "images": []}
+    index: dict[str, Any] = {"model": str(model_path), "images": [], "skipped": []}
     drawings: dict[str, bytes] = {}
     start = time.perf_counter()
-    for image_id, path in enumerate(files, start=1):
-        raw = read_image(path)
-        image = to_channels(raw, in_channels)
-        tensor = image_to_tensor(image).to(dev)
+    for k, path in enumerate(files, start=1):
+        rel = path.relative_to(input_dir).as_posix()
+        try:
+            raw, image = load_image_for_model(path, model_file, max_image_pixels)
+        except DatasetError as exc:
+            reason = _reason(exc, path, rel)
+            if on_error == "fail":
+                raise DatasetError(
+                    f"{path}: {reason} (predict.on_error=fail stops at the first bad image; "
+                    "predict.on_error=skip predicts the others and lists this one in images.json)"
+                ) from None
+            index["skipped"].append({"file_name": rel, "reason": reason})
+            logger.warning("predict %d/%d %s: skipped: %s", k, len(files), rel, reason)
+            continue
         h, w = image.shape[:2]
+        tensor = image_to_tensor(image).to(dev)
         sliced = should_slice(h, w, train_size, slice_cfg)
         with torch.inference_mode():
             out = sliced_predict(model, tensor, slice_cfg) if sliced else model([tensor])[0]
-        out = {k: v.detach().cpu() for k, v in out.items() if isinstance(v, torch.Tensor)}
+        out = {key: v.detach().cpu() for key, v in out.items() if isinstance(v, torch.Tensor)}
         keep = out["scores"] >= score_threshold
-        out = {k: v[keep] for k, v in out.items()}
+        out = {key: v[keep] for key, v in out.items()}
+        image_id = len(index["images"]) + 1
+        detections = int(len(out["scores"]))
         results.extend(predictions_to_coco([out], [image_id], category_of_label))
-        rel = path.relative_to(input_dir)
-        index["images"].append({"id": image_id, "file_name": str(rel), "width": w, "height": h,
-                                "sliced": bool(sliced), "detections": int(len(out["scores"]))})
+        index["images"].append({"id": image_id, "file_name": rel, "width": w, "height": h,
+                                "sliced": bool(sliced), "detections": detections})
+        note = " (sliced)" if sliced else ""
         if draw:
-            fig = draw_predictions(raw, out["boxes"].numpy(), out["scores"].numpy(),
-                                   f"{rel}: {len(out['scores'])} detections" + (" (sliced)" if sliced else ""))
-            drawings[str(rel.with_suffix("")).replace("/", "__")] = figure_png(fig)
-        logger.info("predict %d/%d %s: %d detections%s", image_id, len(files), rel, len(out["scores"]),
-                    " (sliced)" if sliced else "")
+            title = f"{rel}: {detections} detections{note}"
+            fig = draw_predictions(raw, out["boxes"].numpy(), out["scores"].numpy(), title)
+            drawings[rel] = figure_png(fig)
+        eta = (time.perf_counter() - start) / k * (len(files) - k)
+        logger.info("predict %d/%d %s: %d detections, ETA %s%s",
+                    k, len(files), rel, detections, _mmss(eta), note)
     index["seconds"] = time.perf_counter() - start
-    return results, index, drawings
+    skipped = len(index["skipped"])
+    logger.log(
+        logging.WARNING if skipped else logging.INFO,
+        "predict done: %d of %d images predicted in %.1f s, %d skipped%s",
+        len(index["images"]), len(files), index["seconds"], skipped,
+        " (listed with their reasons under 'skipped' in images.json)" if skipped else "",
+    )
+    return {"predictions": results, "images": index, "drawings": drawings}

@@ -337,7 +337,7 @@ def generate_sample_dataset(
         splits = {name: sorted(part) for name, part in zip(SPLIT_NAMES, parts, strict=True)}
     coco = CocoDataset(root=out_dir, images=images, annotations=annotations, categories=categories,
                        splits=splits, info=info)
-    coco.to_dir(out_dir)  # same directory: writes the split files (or removes stale ones), then annotations.json
+    coco.write_annotations(out_dir)  # the split files (or removes stale ones), then annotations.json
     return out_dir
 
 

@@ -136,9 +136,9 @@ def intensity_stats(coco: CocoDataset, settings: dict[str, Any] | None) -> dict[
 
     ``settings``: ``mode`` (auto | per_image | fixed), ``percentiles``, ``sample_images``,
     ``pixels_per_image``, ``seed``."""
-    from .intensity import DEFAULT_PERCENTILES, dataset_intensity
+    from .intensity import DEFAULT_PERCENTILES, check_settings, dataset_intensity
 
-    settings = dict(settings or {})
+    settings = check_settings(settings)
     ids = sample_train_ids(coco, int(settings.get("sample_images", 200)), int(settings.get("seed", 0)))
     info = dataset_intensity(
         ((i, coco.read_raw(i)) for i in ids),

@@ -212,7 +212,7 @@ def annotations_table(coco: CocoDataset) -> pd.DataFrame:
             "x_max": x + w, "y_max": y + h,
             "image_known": img is not None,
             "bbox_finite": bool(np.isfinite([x, y, w, h]).all()),
-            "iscrowd": ann.get("iscrowd", 0),
+            "iscrowd": repr(ann.get("iscrowd", 0)) + f" ({type(ann.get('iscrowd', 0)).__name__})",
             "iscrowd_ok": _valid_iscrowd(ann.get("iscrowd", 0)),
         })
     columns = ["annotation_id", "image_id", "category_id", "x", "y", "w", "h", "image_width",
@@ -491,12 +491,11 @@ def validate_dataset(
     empty dataset is (:func:`check_not_empty`). ``max_image_pixels`` (``None``: no limit): images
     whose header declares more pixels are reported and never decoded. ``intensity`` and
     ``min_levels``: images scaled to fewer grey levels than that are warned about."""
-    from .intensity import Intensity
+    from .intensity import Intensity, check_settings
 
-    intensity = Intensity.from_dict(
-        {k: v for k, v in (intensity or {}).items() if k in ("mode", "percentiles")}
-        if isinstance(intensity, dict) else intensity
-    )
+    if isinstance(intensity, dict) or intensity is None:
+        settings = check_settings(intensity)
+        intensity = Intensity.from_dict({k: v for k, v in settings.items() if k in ("mode", "percentiles")})
     allowed = [int(c) for c in allowed_channels]
     tol = float(bbox_tolerance)
     if not math.isfinite(tol) or tol < 0:
@@ -582,7 +581,7 @@ def _details(name: str, rows: pd.DataFrame) -> list[str]:
             out.append(f"annotation id {_plain(r['annotation_id'])}: image_id {_plain(r['image_id'])}")
         elif name == ISCROWD_VALID:
             out.append(f"annotation id {_plain(r['annotation_id'])} (image id {_plain(r['image_id'])}): "
-                       f"iscrowd {r['iscrowd']!r} ({type(r['iscrowd']).__name__}); must be the number 0 or 1")
+                       f"iscrowd {r['iscrowd']}; must be the number 0 or 1")
     return out
 
 

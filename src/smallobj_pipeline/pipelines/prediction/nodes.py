@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from smallobj_pipeline.detection.coco import DEFAULT_MAX_IMAGE_PIXELS
 from smallobj_pipeline.detection.predict import predict_folder
 
 
-def predict_images(predict: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, bytes]]:
+def predict_images(predict: dict[str, Any]) -> dict[str, Any]:
+    """``{"predictions", "images", "drawings"}`` for the ``predict_output`` dataset."""
     return predict_folder(
         model_spec=predict["model"],
         input_dir=predict["input_dir"],
@@ -17,4 +19,6 @@ def predict_images(predict: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[
         slicing=predict.get("slicing") or {},
         draw=bool(predict.get("draw", True)),
         device=predict.get("device", "auto"),
+        max_image_pixels=predict.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS),
+        on_error=predict.get("on_error", "skip"),
     )

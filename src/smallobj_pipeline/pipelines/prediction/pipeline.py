@@ -9,7 +9,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 predict_images,
                 "params:predict",
-                ["predict_results", "predict_images_index", "predict_drawings"],
+                "predict_output",
                 name="predict_images",
                 tags=["predict"],
             )
