@@ -72,3 +72,27 @@ def test_statistics_config_and_model_agree_on_pixels(project):
     assert (model_file["intensity"]["low"], model_file["intensity"]["high"]) == (low, high)
     html = (project / "data/08_reporting/report.html").read_text()
     assert "12-bit (uint16)" in html and "dataset range" in html
+
+
+def test_predict_reproduces_the_evaluation_pixels(project, tmp_path):
+    """Predicting the test images with the saved model gives the evaluation's detections: the
+    intensity range and channels travel in model.pt (a different scaling would move them)."""
+    from kedro_project import cli_params
+
+    coco = json.loads((project / "data/05_model_input/coco/test.json").read_text())
+    folder = tmp_path / "to_predict"
+    folder.mkdir()
+    names = {}
+    for img in coco["images"]:
+        src = project / "data/05_model_input/coco" / img["file_name"]
+        (folder / src.name).write_bytes(src.read_bytes())
+        names[img["id"]] = src.name
+    run_pipeline(project, "predict", cli_params(
+        "predict.model=tiny", f"predict.input_dir={folder}", "predict.score_threshold=0.0", "predict.draw=false"))
+    out = project / "data/07_model_output/predict"
+    index = {img["id"]: img["file_name"] for img in json.loads((out / "images.json").read_text())["images"]}
+    predicted = sorted((index[p["image_id"]], [round(v, 2) for v in p["bbox"]], round(p["score"], 4))
+                       for p in json.loads((out / "predictions.json").read_text()))
+    evaluated = sorted((names[p["image_id"]], [round(v, 2) for v in p["bbox"]], round(p["score"], 4))
+                       for p in json.loads((project / "data/07_model_output/tiny/predictions.json").read_text()))
+    assert evaluated and predicted == evaluated
