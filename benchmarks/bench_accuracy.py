@@ -60,7 +60,7 @@ def _datasets(workdir: Path, quick: bool, s: dict[str, int]) -> dict[str, Any]:
 
 
 def _describe(coco) -> str:
-    from smallobj_pipeline.detection.stats import compute_stats
+    from smallobj_pipeline.detection.data.stats import compute_stats
 
     st = compute_stats(coco)
     opi = st["overall"]["objects_per_image"]
@@ -83,10 +83,10 @@ def _time_to(history: list[dict[str, Any]], level: float) -> float | None:
 
 
 def run(quick: bool, workdir: Path) -> dict[str, Any]:
-    from smallobj_pipeline.detection.anchors import effective_scale
-    from smallobj_pipeline.detection.experiment import train_experiment
-    from smallobj_pipeline.detection.models import build_model
-    from smallobj_pipeline.detection.trainer import TrainingError
+    from smallobj_pipeline.detection.engine.experiment import train_experiment
+    from smallobj_pipeline.detection.engine.trainer import TrainingError
+    from smallobj_pipeline.detection.modeling.anchors import effective_scale
+    from smallobj_pipeline.detection.modeling.factory import build_model
 
     dev = C.device()
     s = SETTINGS[(dev.type, quick)]

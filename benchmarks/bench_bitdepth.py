@@ -36,7 +36,7 @@ def _convert(src, out: Path, seed: int = 0) -> tuple[Path, Path]:
     import tifffile
     from PIL import Image
 
-    from smallobj_pipeline.detection.coco import read_raw
+    from smallobj_pipeline.detection.data.coco import read_raw
 
     d12, d8 = out / "d12", out / "d8"
     for d in (d12, d8):
@@ -66,10 +66,14 @@ def _convert(src, out: Path, seed: int = 0) -> tuple[Path, Path]:
 
 
 def run(quick: bool, workdir: Path) -> dict[str, Any]:
-    from smallobj_pipeline.detection.coco import CocoDataset
-    from smallobj_pipeline.detection.experiment import evaluate_experiment, resolve_experiment, train_experiment
-    from smallobj_pipeline.detection.split import assign_splits
-    from smallobj_pipeline.detection.stats import compute_stats
+    from smallobj_pipeline.detection.data.coco import CocoDataset
+    from smallobj_pipeline.detection.data.split import assign_splits
+    from smallobj_pipeline.detection.data.stats import compute_stats
+    from smallobj_pipeline.detection.engine.experiment import (
+        evaluate_experiment,
+        resolve_experiment,
+        train_experiment,
+    )
 
     sample = C.sample_dataset(workdir, quick)
     d12, d8 = _convert(sample, workdir / ("bitdepth_quick" if quick else "bitdepth"))

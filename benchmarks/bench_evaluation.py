@@ -20,9 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import common as C
+import numpy as np
 
 TITLE = "Evaluation speed"
 NUM_IMAGES = {False: 5000, True: 200}
@@ -85,7 +84,7 @@ def pycocotools_eval(gt: dict[str, Any], predictions: list[dict[str, Any]]) -> n
 
 
 def run(quick: bool, workdir: Path) -> dict[str, Any]:
-    from smallobj_pipeline.detection import metrics as M
+    from smallobj_pipeline.detection.evaluation import metrics as M
 
     n = NUM_IMAGES[quick]
     t_gen = time.perf_counter()

@@ -38,7 +38,8 @@ MARGIN = 0.10
 # ---------------------------------------------------------------------- child process
 def _child_sizes(args: argparse.Namespace) -> dict[str, Any]:
     import torch
-    from smallobj_pipeline.detection.models import build_model
+
+    from smallobj_pipeline.detection.modeling.factory import build_model
 
     dev = C.device()
     cfg = json.loads(Path(args.model_config).read_text())
@@ -71,7 +72,7 @@ def _child_sizes(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _child_training_run(args: argparse.Namespace) -> dict[str, Any]:
-    from smallobj_pipeline.detection.experiment import train_experiment
+    from smallobj_pipeline.detection.engine.experiment import train_experiment
 
     coco = C.sample_dataset(Path(args.workdir), args.quick)
     overrides = dict(C.base_experiments().get("r18_small_object") or {})

@@ -19,9 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import common as C
+import yaml
 
 TITLE = "Pipeline overhead and start-up"
 REFERENCE_RUN_S = 300.0
@@ -73,7 +72,7 @@ def make_project(root: Path, quick: bool) -> Path:
         local["experiments"] = {"tiny": {"description": "smoke"}}
     (root / "conf/local/parameters.yml").write_text(yaml.safe_dump(local, sort_keys=False))
     # the sample exists beforehand, as on every run but the first: its one-off generation is not overhead
-    from smallobj_pipeline.detection.sample_data import generate_sample_dataset
+    from smallobj_pipeline.detection.data.sample import generate_sample_dataset
 
     sample = (local.get("dataset") or C.data_params()["dataset"])["sample"]
     generate_sample_dataset(root / sample["root"], **{k: v for k, v in sample.items() if k != "root"})

@@ -20,9 +20,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import common as C
+import numpy as np
 
 TITLE = "Scaling: image count, image size, sliced inference"
 COUNTS = {False: [8, 16, 32], True: [1, 2, 3]}
@@ -38,9 +37,9 @@ def _objects(side: int) -> dict[str, int]:
 
 
 def _epoch_seconds(coco, ids, model_cfg, train_cfg) -> float:
-    from smallobj_pipeline.detection.data import DetectionDataset
-    from smallobj_pipeline.detection.models import build_model
-    from smallobj_pipeline.detection.trainer import Trainer, seed_everything
+    from smallobj_pipeline.detection.data.dataset import DetectionDataset
+    from smallobj_pipeline.detection.engine.trainer import Trainer, seed_everything
+    from smallobj_pipeline.detection.modeling.factory import build_model
 
     seed_everything(train_cfg.seed, train_cfg.deterministic)
     model = build_model(model_cfg, num_classes=coco.num_classes)
@@ -50,7 +49,7 @@ def _epoch_seconds(coco, ids, model_cfg, train_cfg) -> float:
 
 
 def _train_cfg():
-    from smallobj_pipeline.detection.trainer import TrainConfig
+    from smallobj_pipeline.detection.engine.trainer import TrainConfig
 
     training = C.experiment_defaults()["training"]
     training.update(epochs=1, batch_size=BATCH, val_loss=False, early_stopping_patience=None, resume=False,
@@ -65,10 +64,15 @@ def _warm_up(coco, model_cfg, train_cfg) -> None:
 
 def run(quick: bool, workdir: Path) -> dict[str, Any]:
     import torch
-    from smallobj_pipeline.detection.data import DetectionDataset, image_to_tensor
-    from smallobj_pipeline.detection.inference import predict_dataset
-    from smallobj_pipeline.detection.models import build_model
-    from smallobj_pipeline.detection.sliced import SliceConfig, sliced_predict, tile_starts
+
+    from smallobj_pipeline.detection.data.dataset import DetectionDataset, image_to_tensor
+    from smallobj_pipeline.detection.evaluation.inference import predict_dataset
+    from smallobj_pipeline.detection.evaluation.sliced import (
+        SliceConfig,
+        sliced_predict,
+        tile_starts,
+    )
+    from smallobj_pipeline.detection.modeling.factory import build_model
 
     dev = C.device()
     train_cfg = _train_cfg()

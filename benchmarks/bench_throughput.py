@@ -73,7 +73,7 @@ def _plain_run(model, dataset, batch_size: int, train_cfg, dev, seed: int) -> fl
 
 
 def _project_run(model, dataset, train_cfg, dev) -> float:
-    from smallobj_pipeline.detection.trainer import Trainer
+    from smallobj_pipeline.detection.engine.trainer import Trainer
 
     trainer = Trainer(model, dataset, None, train_cfg, checkpoint_dir=None,
                       model_config=getattr(model, "smallobj_config", {}), name="throughput")
@@ -84,9 +84,9 @@ def _project_run(model, dataset, train_cfg, dev) -> float:
 
 
 def run(quick: bool, workdir: Path) -> dict[str, Any]:
-    from smallobj_pipeline.detection.data import DetectionDataset
-    from smallobj_pipeline.detection.models import build_model
-    from smallobj_pipeline.detection.trainer import TrainConfig, seed_everything
+    from smallobj_pipeline.detection.data.dataset import DetectionDataset
+    from smallobj_pipeline.detection.engine.trainer import TrainConfig, seed_everything
+    from smallobj_pipeline.detection.modeling.factory import build_model
 
     dev = C.device()
     kind = dev.type

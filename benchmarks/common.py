@@ -60,8 +60,8 @@ def data_params() -> dict[str, Any]:
 # ---------------------------------------------------------------------- datasets
 def generate(out_dir: Path, **kwargs: Any):
     """A generated dataset (cached in ``out_dir``), loaded as a :class:`CocoDataset`."""
-    from smallobj_pipeline.detection.coco import CocoDataset
-    from smallobj_pipeline.detection.sample_data import dataset_exists, generate_sample_dataset
+    from smallobj_pipeline.detection.data.coco import CocoDataset
+    from smallobj_pipeline.detection.data.sample import dataset_exists, generate_sample_dataset
 
     marker = out_dir / "bench_args.json"
     wanted = json.dumps(kwargs, sort_keys=True)
@@ -84,7 +84,7 @@ def sample_kwargs(quick: bool) -> dict[str, Any]:
 
 def sample_dataset(workdir: Path, quick: bool):
     """The bundled sample dataset with the pipeline's split (``split`` of parameters_data.yml)."""
-    from smallobj_pipeline.detection.split import assign_splits
+    from smallobj_pipeline.detection.data.split import assign_splits
 
     coco = generate(workdir / ("sample_quick" if quick else "sample"), **sample_kwargs(quick))
     split = data_params()["split"]
@@ -92,22 +92,22 @@ def sample_dataset(workdir: Path, quick: bool):
 
 
 def with_splits(coco, train: Sequence[int], val: Sequence[int] = (), test: Sequence[int] = ()):
-    from smallobj_pipeline.detection.split import _with_splits
+    from smallobj_pipeline.detection.data.split import _with_splits
 
     return _with_splits(coco, {"train": list(train), "val": list(val), "test": list(test)})
 
 
 def resolved_config(name: str, coco, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The experiment config the pipeline would resolve for ``coco`` (stats of its train split)."""
-    from smallobj_pipeline.detection.experiment import resolve_experiment
-    from smallobj_pipeline.detection.stats import compute_stats
+    from smallobj_pipeline.detection.data.stats import compute_stats
+    from smallobj_pipeline.detection.engine.experiment import resolve_experiment
 
     return resolve_experiment(name, experiment_defaults(), overrides or {}, compute_stats(coco))
 
 
 # ---------------------------------------------------------------------- device and machine
 def device():
-    from smallobj_pipeline.detection.inference import select_device
+    from smallobj_pipeline.detection.evaluation.inference import select_device
 
     return select_device("auto")
 

@@ -2,7 +2,7 @@
 
 Writes ``--num-images`` images of ``--size`` px (default 2,000 x 1,024 px, 1 channel) with their
 COCO annotations into a temporary folder, then iterates one epoch of the training DataLoader
-exactly as :class:`~smallobj_pipeline.detection.trainer.Trainer` builds it (seeded sampler,
+exactly as :class:`~smallobj_pipeline.detection.engine.trainer.Trainer` builds it (seeded sampler,
 augmentation, collate), and reports the process's peak resident memory against the size of the
 dataset on disk and decoded. Images are read lazily, one per ``__getitem__``: the peak should
 stay near the baseline plus a few batches, whatever the number of images.
@@ -45,7 +45,7 @@ def peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
 
 
 def make_dataset(root: Path, num_images: int, size: int, unique: int, copy: bool, seed: int) -> Path:
-    from smallobj_pipeline.detection.sample_data import generate_sample_dataset
+    from smallobj_pipeline.detection.data.sample import generate_sample_dataset
 
     unique = max(1, min(unique, num_images))
     generate_sample_dataset(root, num_images=unique, image_size=size, seed=seed, min_objects=10, max_objects=40)
@@ -81,10 +81,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from smallobj_pipeline.detection.augment import build_transform
-    from smallobj_pipeline.detection.coco import CocoDataset
-    from smallobj_pipeline.detection.data import DetectionDataset
-    from smallobj_pipeline.detection.trainer import Trainer, TrainConfig
+    from smallobj_pipeline.detection.data.augment import build_transform
+    from smallobj_pipeline.detection.data.coco import CocoDataset
+    from smallobj_pipeline.detection.data.dataset import DetectionDataset
+    from smallobj_pipeline.detection.engine.trainer import TrainConfig, Trainer
 
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="loader_memory_", dir=args.workdir))

@@ -16,7 +16,6 @@ import datetime as _dt
 import importlib
 import json
 import logging
-import os
 import shlex
 import shutil
 import sys

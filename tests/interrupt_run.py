@@ -49,7 +49,7 @@ def set_threads() -> int:
 
 
 def make_dataset(root: Path) -> Path:
-    from smallobj_pipeline.detection.sample_data import generate_sample_dataset
+    from smallobj_pipeline.detection.data.sample import generate_sample_dataset
 
     return generate_sample_dataset(root, num_images=4, image_size=64, seed=4, min_objects=2, max_objects=4,
                                    min_side=6, max_side=12)
@@ -77,10 +77,10 @@ PAUSE_SECONDS = 3.0
 
 
 def make_trainer(data: Path, checkpoint_dir: Path, pause_at_item: int | None = None, **overrides):
-    from smallobj_pipeline.detection.coco import CocoDataset
-    from smallobj_pipeline.detection.data import DetectionDataset
-    from smallobj_pipeline.detection.models import build_model
-    from smallobj_pipeline.detection.trainer import Trainer, TrainConfig
+    from smallobj_pipeline.detection.data.coco import CocoDataset
+    from smallobj_pipeline.detection.data.dataset import DetectionDataset
+    from smallobj_pipeline.detection.engine.trainer import TrainConfig, Trainer
+    from smallobj_pipeline.detection.modeling.factory import build_model
 
     class PausingDataset(DetectionDataset):
         calls = 0

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from smallobj_pipeline.detection.anchors import (
+from smallobj_pipeline.detection.errors import ConfigError
+from smallobj_pipeline.detection.modeling.anchors import (
     derive_anchor_sizes,
     derive_detections_per_image,
     derive_input_scale,
@@ -14,8 +15,7 @@ from smallobj_pipeline.detection.anchors import (
     effective_scale,
     resolve_small_object_defaults,
 )
-from smallobj_pipeline.detection.errors import ConfigError
-from smallobj_pipeline.detection.models import ModelConfig
+from smallobj_pipeline.detection.modeling.factory import ModelConfig
 
 ALL_ON = {"anchors": True, "detections": True, "input_scale": True}
 

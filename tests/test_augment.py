@@ -8,14 +8,14 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from smallobj_pipeline.detection.augment import (
+from smallobj_pipeline.detection.data.augment import (
     TOP_LEVEL_KEYS,
     apply_transform,
     build_transform,
     render_augmentation_grid,
     seed_transform,
 )
-from smallobj_pipeline.detection.coco import CocoDataset
+from smallobj_pipeline.detection.data.coco import CocoDataset
 from smallobj_pipeline.detection.errors import ConfigError
 
 FULL_CFG = {

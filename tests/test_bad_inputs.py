@@ -33,15 +33,15 @@ import tifffile
 import torch
 from PIL import Image
 
-from smallobj_pipeline.detection import coco as coco_module
-from smallobj_pipeline.detection import validation as V
-from smallobj_pipeline.detection.augment import build_transform
-from smallobj_pipeline.detection.coco import CocoDataset, read_header, read_image
-from smallobj_pipeline.detection.data import DetectionDataset
+from smallobj_pipeline.detection.data import coco as coco_module
+from smallobj_pipeline.detection.data import validation as V
+from smallobj_pipeline.detection.data.augment import build_transform
+from smallobj_pipeline.detection.data.coco import CocoDataset, read_header, read_image
+from smallobj_pipeline.detection.data.dataset import DetectionDataset
+from smallobj_pipeline.detection.data.sample import generate_sample_dataset
+from smallobj_pipeline.detection.data.split import assign_splits
+from smallobj_pipeline.detection.data.stats import compute_stats
 from smallobj_pipeline.detection.errors import DatasetError
-from smallobj_pipeline.detection.sample_data import generate_sample_dataset
-from smallobj_pipeline.detection.split import assign_splits
-from smallobj_pipeline.detection.stats import compute_stats
 
 PACKAGE_DIR = Path(coco_module.__file__).resolve().parents[1]
 SIZE = 64

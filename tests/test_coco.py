@@ -8,9 +8,9 @@ import pytest
 import tifffile
 from PIL import Image
 
-from smallobj_pipeline.detection.coco import CocoDataset
+from smallobj_pipeline.detection.data.coco import CocoDataset
+from smallobj_pipeline.detection.data.sample import generate_sample_dataset
 from smallobj_pipeline.detection.errors import DatasetError
-from smallobj_pipeline.detection.sample_data import generate_sample_dataset
 
 
 def _write_coco(root, images, annotations=(), categories=({"id": 1, "name": "a"},)):

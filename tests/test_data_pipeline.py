@@ -3,10 +3,10 @@
 import json
 
 import pytest
-
 from kedro_project import cli_params, make_project, run_pipeline
-from smallobj_pipeline.detection.coco import CocoDataset
-from smallobj_pipeline.detection.sample_data import generate_sample_dataset
+
+from smallobj_pipeline.detection.data.coco import CocoDataset
+from smallobj_pipeline.detection.data.sample import generate_sample_dataset
 
 SMALL_SAMPLE = {"root": "data/01_raw/sample", "num_images": 8, "image_size": 96, "seed": 3}
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 
 from smallobj_pipeline.detection.checkpoint import load_checkpoint
-from smallobj_pipeline.detection.sample_data import generate_sample_dataset
-from smallobj_pipeline.detection.split import assign_splits
-from smallobj_pipeline.detection.coco import CocoDataset
+from smallobj_pipeline.detection.data.coco import CocoDataset
+from smallobj_pipeline.detection.data.sample import generate_sample_dataset
+from smallobj_pipeline.detection.data.split import assign_splits
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -31,7 +31,7 @@ def test_torchrun_two_processes_train_one_experiment(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
-           "-m", "smallobj_pipeline.detection.train_cli", "--config", str(tmp_path / "config.json"),
+           "-m", "smallobj_pipeline.detection.engine.launch", "--config", str(tmp_path / "config.json"),
            "--data", str(tmp_path / "coco"), "--model-out", str(tmp_path / "out/model.pt"),
            "--history-out", str(tmp_path / "out/history.csv")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)

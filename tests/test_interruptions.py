@@ -19,10 +19,10 @@ import textwrap
 import threading
 from pathlib import Path
 
+import interrupt_run as R
 import pytest
 import torch
 
-import interrupt_run as R
 from smallobj_pipeline.detection.checkpoint import load_checkpoint, save_checkpoint
 from smallobj_pipeline.detection.io import atomic_write, write_bytes, write_json
 
@@ -115,7 +115,7 @@ def test_sigint_stops_cleanly_says_how_to_resume_and_resumes(run_data, reference
 
 
 def test_sigint_in_process_raises_training_interrupted_and_restores_the_handler(run_data, tmp_path, one_thread):
-    from smallobj_pipeline.detection.trainer import TrainingInterrupted
+    from smallobj_pipeline.detection.engine.trainer import TrainingInterrupted
 
     trainer = R.make_trainer(run_data, tmp_path / "ckpt", epochs=1)
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from smallobj_pipeline.detection.errors import ConfigError, DatasetError
-from smallobj_pipeline.detection.metrics import (
+from smallobj_pipeline.detection.evaluation.metrics import (
     evaluate_detections,
     iou_per_gt,
     iou_per_prediction,

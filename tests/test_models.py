@@ -13,9 +13,9 @@ import torchvision
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from smallobj_pipeline.detection import weights as W
 from smallobj_pipeline.detection.errors import ConfigError, WeightsError
-from smallobj_pipeline.detection.models import ModelConfig, build_model, count_parameters
+from smallobj_pipeline.detection.modeling import weights as W
+from smallobj_pipeline.detection.modeling.factory import ModelConfig, build_model, count_parameters
 
 torch.set_num_threads(2)
 

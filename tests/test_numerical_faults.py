@@ -4,12 +4,11 @@ checkpoint. (The NaN case at a given step is in tests/test_trainer.py.)"""
 
 from __future__ import annotations
 
+import interrupt_run as R
 import pytest
 
-import interrupt_run as R
 from smallobj_pipeline.detection.checkpoint import load_checkpoint
-from smallobj_pipeline.detection.trainer import TrainingError
-
+from smallobj_pipeline.detection.engine.trainer import TrainingError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

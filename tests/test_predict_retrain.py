@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from kedro_project import cli_params, make_project, run_pipeline
 from PIL import Image
 
-from kedro_project import cli_params, make_project, run_pipeline
-from smallobj_pipeline.detection.registry import decide
-from smallobj_pipeline.detection.sliced import SliceConfig, sliced_predict, tile_starts
+from smallobj_pipeline.detection.engine.registry import decide
+from smallobj_pipeline.detection.evaluation.sliced import SliceConfig, sliced_predict, tile_starts
 
 TINY = {
     "dataset": {"root": "data/01_raw/sample",

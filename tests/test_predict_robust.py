@@ -18,29 +18,29 @@ import subprocess
 import sys
 from pathlib import Path
 
+import interrupt_run as R
 import numpy as np
 import pytest
 import torch
 import yaml
 from kedro.io import DatasetError as KedroDatasetError
-from PIL import Image
-
-import interrupt_run as R
 from kedro_project import REPO, cli_params, make_project, run_pipeline
-from smallobj_pipeline.datasets import PredictionOutputDataset
-from smallobj_pipeline.datasets import prediction_output as output_module
-from smallobj_pipeline.detection import coco as coco_module
-from smallobj_pipeline.detection import predict as P
-from smallobj_pipeline.detection.checkpoint import save_checkpoint
-from smallobj_pipeline.detection.coco import read_image
-from smallobj_pipeline.detection.data import to_channels
-from smallobj_pipeline.detection.errors import DatasetError
-from smallobj_pipeline.detection.io import HOST
-from smallobj_pipeline.detection.models import build_model
+from PIL import Image
 from test_bad_inputs import PACKAGE_DIR, write_big_png
 
+from smallobj_pipeline.datasets import PredictionOutputDataset
+from smallobj_pipeline.datasets import prediction_output as output_module
+from smallobj_pipeline.detection.checkpoint import save_checkpoint
+from smallobj_pipeline.detection.data import coco as coco_module
+from smallobj_pipeline.detection.data.coco import read_image
+from smallobj_pipeline.detection.data.dataset import to_channels
+from smallobj_pipeline.detection.errors import DatasetError
+from smallobj_pipeline.detection.evaluation import predict as P
+from smallobj_pipeline.detection.io import HOST
+from smallobj_pipeline.detection.modeling.factory import build_model
+
 OUT = "data/07_model_output/predict"
-PREDICT_LOGGER = "smallobj_pipeline.detection.predict"
+PREDICT_LOGGER = "smallobj_pipeline.detection.evaluation.predict"
 
 
 @pytest.fixture(scope="module")

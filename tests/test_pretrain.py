@@ -12,13 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from kedro_project import chdir, make_project, run_pipeline
 from PIL import Image
 
-from kedro_project import chdir, make_project, run_pipeline
-from smallobj_pipeline.detection.coco import CocoDataset
+from smallobj_pipeline.detection.data.coco import CocoDataset
+from smallobj_pipeline.detection.data.sample import generate_sample_dataset
 from smallobj_pipeline.detection.errors import ConfigError
-from smallobj_pipeline.detection.models import build_model
-from smallobj_pipeline.detection.pretrain import (
+from smallobj_pipeline.detection.modeling.factory import build_model
+from smallobj_pipeline.detection.pretraining.pretrain import (
     PretrainConfig,
     crop_square,
     extract_crops,
@@ -26,7 +27,6 @@ from smallobj_pipeline.detection.pretrain import (
     object_window,
     run_pretraining,
 )
-from smallobj_pipeline.detection.sample_data import generate_sample_dataset
 
 SMALL = {"min_size": 96, "max_size": 96, "anchor_sizes": [8, 16, 32, 64, 128]}
 TINY_SAMPLE = {"root": "data/01_raw/sample", "num_images": 8, "image_size": 96, "seed": 2,
@@ -231,8 +231,8 @@ def test_registry_skips_experiments_whose_weights_are_missing(tmp_path, monkeypa
 
 
 def test_report_embeds_the_pretraining_curve_and_keeps_the_listed_experiments(tmp_path):
-    from smallobj_pipeline.detection.pretrain import plot_history
-    from smallobj_pipeline.detection.report import figure_png
+    from smallobj_pipeline.detection.pretraining.pretrain import plot_history
+    from smallobj_pipeline.detection.reporting.report import figure_png
     from smallobj_pipeline.pipelines.reporting.nodes import build_report
 
     rdir = tmp_path / "08_reporting"

@@ -17,15 +17,15 @@ import tifffile
 import torch
 from PIL import Image
 
-from smallobj_pipeline.detection import validation as V
-from smallobj_pipeline.detection.coco import CocoDataset, read_header, read_raw
-from smallobj_pipeline.detection.data import DetectionDataset
+from smallobj_pipeline.detection.data import validation as V
+from smallobj_pipeline.detection.data.coco import CocoDataset, read_header, read_raw
+from smallobj_pipeline.detection.data.dataset import DetectionDataset
+from smallobj_pipeline.detection.data.intensity import Intensity, normalize
+from smallobj_pipeline.detection.data.split import assign_splits
+from smallobj_pipeline.detection.data.stats import compute_stats
+from smallobj_pipeline.detection.engine.experiment import resolve_experiment
 from smallobj_pipeline.detection.errors import DatasetError
-from smallobj_pipeline.detection.experiment import resolve_experiment
-from smallobj_pipeline.detection.intensity import Intensity, normalize
-from smallobj_pipeline.detection.metrics import evaluate_detections
-from smallobj_pipeline.detection.split import assign_splits
-from smallobj_pipeline.detection.stats import compute_stats
+from smallobj_pipeline.detection.evaluation.metrics import evaluate_detections
 
 INTENSITY = {"mode": "auto", "percentiles": [0.1, 99.9], "sample_images": 50, "seed": 0}
 SIZE = 48
@@ -192,7 +192,7 @@ def test_in_channels_auto_follows_the_training_images(tmp_path):
 def test_colour_data_keeps_a_pretrained_rgb_conv1(tmp_path):
     import torchvision
 
-    from smallobj_pipeline.detection.models import build_model
+    from smallobj_pipeline.detection.modeling.factory import build_model
 
     rng = np.random.default_rng(8)
     coco = _dataset(_write(tmp_path / "rgb", {f"{i}.png": rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tifffile
 import yaml
-
 from kedro_project import make_project, run_pipeline
+
 from smallobj_pipeline.detection.checkpoint import load_checkpoint
 
 SIZE = 96

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from smallobj_pipeline.detection import report as rep
 from smallobj_pipeline.detection.errors import DatasetError
+from smallobj_pipeline.detection.reporting import report as rep
 from smallobj_pipeline.pipelines.reporting.nodes import build_report
 
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-
 from kedro_project import chdir, make_project
+
 from smallobj_pipeline import run_lock
 from smallobj_pipeline.hooks import RunLockHooks
 from smallobj_pipeline.run_lock import WAIT_ENV, DataFolderBusy, LockSettingError

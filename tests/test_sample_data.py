@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from smallobj_pipeline.detection.coco import CocoDataset
+from smallobj_pipeline.detection.data.coco import CocoDataset
+from smallobj_pipeline.detection.data.sample import dataset_exists, generate_sample_dataset
 from smallobj_pipeline.detection.errors import ConfigError
-from smallobj_pipeline.detection.sample_data import dataset_exists, generate_sample_dataset
 
 ARGS = {"num_images": 8, "image_size": 160, "min_objects": 5, "max_objects": 12, "min_side": 6, "max_side": 20}
 

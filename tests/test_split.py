@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from smallobj_pipeline.detection.coco import CocoDataset
+from smallobj_pipeline.detection.data.coco import CocoDataset
+from smallobj_pipeline.detection.data.split import assign_splits
 from smallobj_pipeline.detection.errors import ConfigError, DatasetError
-from smallobj_pipeline.detection.split import assign_splits
 
 
 def _dataset(n, root="/nonexistent", splits=None, id_start=100):
@@ -87,7 +87,7 @@ def test_split_files_of_the_dataset_are_honoured(tmp_path):
 
 def test_missing_val_and_test_are_carved_from_train_with_a_warning(caplog):
     coco = _dataset(20, splits={"train": [100 + 3 * i for i in range(20)]})
-    with caplog.at_level(logging.WARNING, logger="smallobj_pipeline.detection.split"):
+    with caplog.at_level(logging.WARNING, logger="smallobj_pipeline.detection.data.split"):
         out = assign_splits(coco, seed=4)
     assert "val / test" in caplog.text
     assert {k: len(v) for k, v in out.splits.items()} == {"train": 14, "val": 3, "test": 3}

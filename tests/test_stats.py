@@ -7,8 +7,8 @@ import math
 import pytest
 from matplotlib.figure import Figure
 
-from smallobj_pipeline.detection.coco import CocoDataset
-from smallobj_pipeline.detection.stats import compute_stats, plot_stats
+from smallobj_pipeline.detection.data.coco import CocoDataset
+from smallobj_pipeline.detection.data.stats import compute_stats, plot_stats
 
 # category ids 3 ("dot") and 7 ("bar"); areas: small < 1024 <= medium < 9216 <= large
 BOXES = {

@@ -5,10 +5,10 @@ import json
 
 import pandas as pd
 import pytest
-
 from kedro_project import make_project, run_pipeline
+
 from smallobj_pipeline.detection.checkpoint import load_checkpoint
-from smallobj_pipeline.detection.experiment import load_model
+from smallobj_pipeline.detection.engine.experiment import load_model
 
 SPEC_METRICS = {
     "map", "map_50", "map_75", "map_small", "iou_per_prediction", "iou_per_gt", "precision", "recall",

@@ -1,17 +1,16 @@
 """The training loop on a handful of tiny images: learns, checkpoints, resumes, is deterministic,
 and stops with a clear message on a non-finite loss."""
 
+import interrupt_run as R
 import pytest
 import torch
 
-import interrupt_run as R
-
 from smallobj_pipeline.detection.checkpoint import load_checkpoint
-from smallobj_pipeline.detection.coco import CocoDataset
-from smallobj_pipeline.detection.data import DetectionDataset
-from smallobj_pipeline.detection.models import build_model
-from smallobj_pipeline.detection.sample_data import generate_sample_dataset
-from smallobj_pipeline.detection.trainer import Trainer, TrainConfig, TrainingError
+from smallobj_pipeline.detection.data.coco import CocoDataset
+from smallobj_pipeline.detection.data.dataset import DetectionDataset
+from smallobj_pipeline.detection.data.sample import generate_sample_dataset
+from smallobj_pipeline.detection.engine.trainer import TrainConfig, Trainer, TrainingError
+from smallobj_pipeline.detection.modeling.factory import build_model
 
 MODEL = {
     "variant": "v1", "backbone": "resnet18", "pretrained": "none", "in_channels": 1, "norm": "bn",

@@ -13,11 +13,11 @@ import torch
 from kedro.io.core import DatasetError as KedroDatasetError
 
 from smallobj_pipeline.datasets import TorchCheckpointDataset
-from smallobj_pipeline.detection import weights as W
 from smallobj_pipeline.detection.checkpoint import load_checkpoint, save_checkpoint
-from smallobj_pipeline.detection.coco import CocoDataset
+from smallobj_pipeline.detection.data.coco import CocoDataset
+from smallobj_pipeline.detection.engine.experiment import check_experiment_name, resolve_experiment
 from smallobj_pipeline.detection.errors import ConfigError, DatasetError, WeightsError
-from smallobj_pipeline.detection.experiment import check_experiment_name, resolve_experiment
+from smallobj_pipeline.detection.modeling import weights as W
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 REFUSED = r"refused to load.*(untrusted|unsupported).*weights_only"

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from smallobj_pipeline.detection import validation as V
-from smallobj_pipeline.detection.coco import CocoDataset
+from smallobj_pipeline.detection.data import validation as V
+from smallobj_pipeline.detection.data.coco import CocoDataset
+from smallobj_pipeline.detection.data.sample import generate_sample_dataset
 from smallobj_pipeline.detection.errors import ConfigError, DatasetError
-from smallobj_pipeline.detection.sample_data import generate_sample_dataset
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-
-from smallobj_pipeline.detection.experiment import check_experiment_name, missing_weights
+from smallobj_pipeline.detection.engine.experiment import check_experiment_name, missing_weights
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +25,7 @@ def experiment_names(env: str | None = None) -> list[str]:
     An experiment whose pretrained weight file is missing is left out, with a WARNING naming
     the experiment, the file and the folder, when it may be skipped: every ``pretrained: full``
     experiment (torchvision's COCO files cannot be made offline) and any experiment that sets
-    ``skip_if_weights_missing: true`` (see :func:`~smallobj_pipeline.detection.experiment.missing_weights`).
+    ``skip_if_weights_missing: true`` (see :func:`~smallobj_pipeline.detection.engine.experiment.missing_weights`).
     """
     from smallobj_pipeline.config_loader import ProjectConfigLoader
     from smallobj_pipeline.settings import CONFIG_LOADER_ARGS

@@ -17,7 +17,15 @@ from __future__ import annotations
 from kedro.pipeline import Pipeline
 
 from smallobj_pipeline.experiments import experiment_names
-from smallobj_pipeline.pipelines import data_processing, prediction, pretraining, reporting, retraining, sample, training
+from smallobj_pipeline.pipelines import (
+    data_processing,
+    prediction,
+    pretraining,
+    reporting,
+    retraining,
+    sample,
+    training,
+)
 
 
 def register_pipelines() -> dict[str, Pipeline]:

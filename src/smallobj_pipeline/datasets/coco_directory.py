@@ -7,7 +7,7 @@ from typing import Any
 
 from kedro.io import AbstractDataset
 
-from smallobj_pipeline.detection.coco import ANNOTATIONS_FILE, CocoDataset
+from smallobj_pipeline.detection.data.coco import ANNOTATIONS_FILE, CocoDataset
 
 
 class CocoDirectoryDataset(AbstractDataset[CocoDataset, CocoDataset]):

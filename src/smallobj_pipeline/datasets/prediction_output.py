@@ -24,7 +24,7 @@ from typing import Any
 
 from kedro.io import AbstractDataset
 
-from smallobj_pipeline.detection.coco import safe_join
+from smallobj_pipeline.detection.data.coco import safe_join
 from smallobj_pipeline.detection.errors import DatasetError
 from smallobj_pipeline.detection.io import HOST, pid_alive, write_bytes, write_json
 

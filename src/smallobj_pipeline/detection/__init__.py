@@ -1,10 +1,14 @@
-"""Detection library: plain Python/PyTorch code with no Kedro imports.
+"""Detection library: plain Python/PyTorch code with no Kedro imports (the Kedro side is
+``smallobj_pipeline.pipelines``, which only wires these functions to the catalog).
 
-Modules, one job each:
-- ``coco``: COCO directory model (lazy image access, category mapping, safe paths).
-- ``io``: atomic writes (write to a temporary file, then rename).
-- ``sample_data``: deterministic generator of the bundled small-object dataset.
-- ``validation``: great-expectations checks on the annotation and image tables.
-- ``split``: deterministic, image-grouped train/val/test split.
-- ``stats``: dataset statistics (sizes, areas, objects per image).
+Subpackages, one job each:
+- ``data``: COCO datasets, validation, splits, statistics, intensity scaling, augmentation.
+- ``modeling``: model configs and the Faster R-CNN factory, anchors, pretrained weight files.
+- ``engine``: the training loop and its hooks, experiment resolution, the ``torchrun`` entry point.
+- ``evaluation``: inference, sliced inference, COCO metrics, prediction on new images.
+- ``reporting``: the HTML report and its figures.
+- ``pretraining``: backbone pretraining on in-domain crops.
+
+Shared by all: ``errors`` (the exceptions users see), ``io`` (atomic writes, JSON),
+``checkpoint`` (the one place that calls ``torch.load``).
 """

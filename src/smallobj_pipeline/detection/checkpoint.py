@@ -15,6 +15,21 @@ from .io import atomic_write
 FORMAT = "smallobj_pipeline/checkpoint-v1"
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def unpickler_detail(exc: BaseException) -> str:
+    """The useful line of torch's weights_only error (it starts with a long generic preamble)."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        rest = text.split(marker, 1)[1].strip()
+        return rest.splitlines()[0].strip() if rest else _first_line(exc)
+    return _first_line(exc)
+
+
 def save_checkpoint(data: dict[str, Any], path: str | Path) -> Path:
     """``torch.save`` to a temporary file in the same directory, then rename onto ``path``."""
     payload = dict(data)
@@ -35,9 +50,7 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint file") -> dict[str
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        from .weights import _unpickler_detail
-
-        detail = _unpickler_detail(exc)
+        detail = unpickler_detail(exc)
         if "Unsupported global" not in str(exc) and not zipfile.is_zipfile(path):
             raise WeightsError(
                 f"{path}: not a readable PyTorch file (corrupt or another format: {detail})"

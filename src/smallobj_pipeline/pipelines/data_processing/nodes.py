@@ -8,12 +8,12 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from smallobj_pipeline.detection.coco import DEFAULT_MAX_IMAGE_PIXELS, CocoDataset
+from smallobj_pipeline.detection.data.coco import DEFAULT_MAX_IMAGE_PIXELS, CocoDataset
+from smallobj_pipeline.detection.data.sample import dataset_exists, generate_sample_dataset
+from smallobj_pipeline.detection.data.split import assign_splits
+from smallobj_pipeline.detection.data.stats import compute_stats, plot_stats
+from smallobj_pipeline.detection.data.validation import apply_policy, validate_dataset
 from smallobj_pipeline.detection.io import write_json
-from smallobj_pipeline.detection.sample_data import dataset_exists, generate_sample_dataset
-from smallobj_pipeline.detection.split import assign_splits
-from smallobj_pipeline.detection.stats import compute_stats, plot_stats
-from smallobj_pipeline.detection.validation import apply_policy, validate_dataset
 
 logger = logging.getLogger(__name__)
 

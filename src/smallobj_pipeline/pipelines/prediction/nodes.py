@@ -1,11 +1,11 @@
-"""Thin node over :mod:`smallobj_pipeline.detection.predict`."""
+"""Thin node over :mod:`smallobj_pipeline.detection.evaluation.predict`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from smallobj_pipeline.detection.coco import DEFAULT_MAX_IMAGE_PIXELS
-from smallobj_pipeline.detection.predict import predict_folder
+from smallobj_pipeline.detection.data.coco import DEFAULT_MAX_IMAGE_PIXELS
+from smallobj_pipeline.detection.evaluation.predict import predict_folder
 
 
 def predict_images(predict: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Thin Kedro nodes over :mod:`smallobj_pipeline.detection.pretrain`."""
+"""Thin Kedro nodes over :mod:`smallobj_pipeline.detection.pretraining.pretrain`."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from smallobj_pipeline.detection.coco import CocoDataset
-from smallobj_pipeline.detection.intensity import choose_in_channels
-from smallobj_pipeline.detection.pretrain import plot_history, run_pretraining
+from smallobj_pipeline.detection.data.coco import CocoDataset
+from smallobj_pipeline.detection.data.intensity import choose_in_channels
+from smallobj_pipeline.detection.pretraining.pretrain import plot_history, run_pretraining
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Thin node over :mod:`smallobj_pipeline.detection.report`."""
+"""Thin node over :mod:`smallobj_pipeline.detection.reporting.report`."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from smallobj_pipeline.detection import report as rep
-from smallobj_pipeline.detection.augment import build_transform, render_augmentation_grid
-from smallobj_pipeline.detection.coco import CocoDataset
+from smallobj_pipeline.detection.data.augment import build_transform, render_augmentation_grid
+from smallobj_pipeline.detection.data.coco import CocoDataset
 from smallobj_pipeline.detection.errors import DatasetError
+from smallobj_pipeline.detection.reporting import report as rep
 
 logger = logging.getLogger(__name__)
 

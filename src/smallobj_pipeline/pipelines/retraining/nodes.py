@@ -1,4 +1,4 @@
-"""Thin nodes over :mod:`smallobj_pipeline.detection.experiment` and ``.registry``."""
+"""Thin nodes over :mod:`smallobj_pipeline.detection.engine.experiment` and ``.registry``."""
 
 from __future__ import annotations
 
@@ -6,10 +6,14 @@ from pathlib import Path
 from typing import Any
 
 from smallobj_pipeline.detection.checkpoint import load_checkpoint
-from smallobj_pipeline.detection.coco import CocoDataset
+from smallobj_pipeline.detection.data.coco import CocoDataset
+from smallobj_pipeline.detection.engine.experiment import (
+    evaluate_experiment,
+    resolve_experiment,
+    train_experiment,
+)
+from smallobj_pipeline.detection.engine.registry import load_registry, record_decision
 from smallobj_pipeline.detection.errors import ConfigError
-from smallobj_pipeline.detection.experiment import evaluate_experiment, resolve_experiment, train_experiment
-from smallobj_pipeline.detection.registry import load_registry, record_decision
 
 
 def resolve_challenger_config(

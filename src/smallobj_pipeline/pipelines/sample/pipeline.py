@@ -2,7 +2,7 @@ from typing import Any
 
 from kedro.pipeline import Pipeline, node
 
-from smallobj_pipeline.detection.sample_data import generate_sample_dataset
+from smallobj_pipeline.detection.data.sample import generate_sample_dataset
 
 
 def create_sample_dataset(dataset: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Thin Kedro nodes: each calls :mod:`smallobj_pipeline.detection.experiment`."""
+"""Thin Kedro nodes: each calls :mod:`smallobj_pipeline.detection.engine.experiment`."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ from typing import Any
 
 import pandas as pd
 
-from smallobj_pipeline.detection.coco import CocoDataset
-from smallobj_pipeline.detection.experiment import evaluate_experiment, resolve_experiment, train_experiment
+from smallobj_pipeline.detection.data.coco import CocoDataset
+from smallobj_pipeline.detection.engine.experiment import (
+    evaluate_experiment,
+    resolve_experiment,
+    train_experiment,
+)
 
 
 def resolve_config(

@@ -59,7 +59,7 @@ import numpy as np
 from albumentations.augmentations.crops import functional as fcrops
 from albumentations.augmentations.geometric import functional as fgeometric
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -380,10 +380,10 @@ def render_augmentation_grid(
     same figure; ``transform`` itself is not touched (a seeded copy is used). ``None`` shows the
     images as they are. Pixels are scaled by ``intensity`` (:mod:`.intensity`), as in training.
     """
-    from .intensity import to_display
-
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
+
+    from .intensity import to_display
 
     if image_ids is None:
         all_ids = [img["id"] for img in coco.images]

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError, DatasetError
+from ..io import write_bytes
 from .coco import ANNOTATIONS_FILE, SPLIT_NAMES, CocoDataset, load_json, safe_join
-from .errors import ConfigError, DatasetError
-from .io import write_bytes
 
 GENERATOR_VERSION = 1
 SPLIT_RATIOS = (0.7, 0.15, 0.15)

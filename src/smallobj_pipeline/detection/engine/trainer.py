@@ -39,10 +39,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .data import DetectionDataset, collate
-from .errors import ConfigError
-from .inference import predict_dataset, select_device
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..data.dataset import DetectionDataset, collate
+from ..errors import ConfigError
+from ..evaluation.inference import predict_dataset, select_device
 
 logger = logging.getLogger(__name__)
 
@@ -627,7 +627,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation
     def validate(self, model: torch.nn.Module) -> dict[str, float]:
-        from .metrics import evaluate_detections
+        from ..evaluation.metrics import evaluate_detections
 
         out: dict[str, float] = {}
         if self.cfg.val_loss:

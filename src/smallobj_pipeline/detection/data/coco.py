@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DatasetError
-from .io import write_json
+from ..errors import DatasetError
+from ..io import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def check_structure(data: dict[str, Any], path: str | Path) -> None:
     """Check the COCO structure (keys, field presence, field types) before anything uses it.
 
     Value checks (boxes inside images, unique ids, files readable...) belong to
-    :mod:`smallobj_pipeline.detection.validation`; this only makes the data safe to tabulate.
+    :mod:`smallobj_pipeline.detection.data.validation`; this only makes the data safe to tabulate.
     """
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
@@ -203,7 +203,7 @@ def read_raw(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     and CMYK images become RGB; 2-channel (gray + alpha) keeps the gray; 1-bit becomes ``uint8``
     0/255; channel-first TIFFs become channel-last; an EXIF orientation tag is applied (as
     annotation tools display the image). Intensities are scaled by
-    :func:`smallobj_pipeline.detection.intensity.normalize`, not here. With ``max_pixels`` the
+    :func:`smallobj_pipeline.detection.data.intensity.normalize`, not here. With ``max_pixels`` the
     header is read first and a larger image is refused before decoding.
     """
     path = Path(path)
@@ -223,7 +223,7 @@ def read_raw(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
 
 def read_image(path: str | Path, max_pixels: int | None = None, intensity: Any = None) -> np.ndarray:
     """:func:`read_raw`, then intensities scaled by ``intensity`` (an
-    :class:`~smallobj_pipeline.detection.intensity.Intensity` or its dict; ``None``: 8-bit kept,
+    :class:`~smallobj_pipeline.detection.data.intensity.Intensity` or its dict; ``None``: 8-bit kept,
     more bits scaled by the image's own percentiles): ``uint8``, or ``float32`` in [0, 1]."""
     from .intensity import normalize
 
@@ -448,8 +448,8 @@ class CocoDataset:
         an earlier dataset that this one does not name are removed. Every file is placed by a
         rename of a uniquely named temporary file, so concurrent or interrupted runs never leave
         a half-written file."""
+        from ..io import place_file
         from .hashing import HashCache
-        from .io import place_file
 
         out_dir = Path(out_dir)
         if out_dir.resolve() == self.root.resolve():

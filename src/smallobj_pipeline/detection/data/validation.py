@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..errors import ConfigError, DatasetError
 from .coco import (
     ANNOTATIONS_FILE,
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -40,7 +41,6 @@ from .coco import (
     read_raw,
     safe_join,
 )
-from .errors import ConfigError, DatasetError
 
 POLICIES = ("fail", "drop")
 MAX_LISTED = 10

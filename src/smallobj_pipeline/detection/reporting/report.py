@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .coco import CocoDataset
-from .errors import DatasetError
+from ..data.coco import CocoDataset
+from ..errors import DatasetError
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def prediction_grid(
     """Test images (rows) x experiments (columns): ground truth in green, predictions with
     score >= threshold in red. 1-channel images are shown in gray, with their intensities
     scaled as the models saw them (``intensity``, the dataset statistics' spec)."""
-    from .intensity import to_display
+    from ..data.intensity import to_display
 
     runs = [r for r in runs if r.predictions is not None]
     test_ids = list(coco.splits.get("test", []))[:num_images]

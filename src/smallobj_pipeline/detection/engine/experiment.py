@@ -17,12 +17,12 @@ from typing import Any
 
 import torch
 
-from .coco import CocoDataset
-from .data import DetectionDataset
-from .errors import ConfigError, DatasetError
-from .inference import predict_dataset, select_device
-from .intensity import FIXED, Intensity, choose_in_channels
-from .trainer import Trainer, TrainConfig, seed_everything
+from ..data.coco import CocoDataset
+from ..data.dataset import DetectionDataset
+from ..data.intensity import FIXED, Intensity, choose_in_channels
+from ..errors import ConfigError, DatasetError
+from ..evaluation.inference import predict_dataset, select_device
+from .trainer import TrainConfig, Trainer, seed_everything
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def resolve_experiment(
     stats: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Merge ``overrides`` onto ``defaults`` and fill the small-object defaults from ``stats``."""
-    from .anchors import resolve_small_object_defaults
+    from ..modeling.anchors import resolve_small_object_defaults
 
     check_experiment_name(name)
     overrides = overrides or {}
@@ -112,8 +112,8 @@ def missing_weights(name: str, defaults: dict[str, Any] | None, overrides: dict[
     the missing file and the folder it is looked up in. An invalid config is not judged here
     (the run reports it).
     """
-    from .errors import WeightsError
-    from .weights import resolve_weight_file
+    from ..errors import WeightsError
+    from ..modeling.weights import resolve_weight_file
 
     overrides = overrides or {}
     model = deep_merge((defaults or {}).get("model") or {}, overrides.get("model") or {})
@@ -148,7 +148,7 @@ def _split_ids(coco: CocoDataset, split: str) -> list[int]:
 
 
 def build_datasets(coco: CocoDataset, cfg: dict[str, Any]) -> tuple[DetectionDataset, DetectionDataset]:
-    from .augment import build_transform
+    from ..data.augment import build_transform
 
     in_channels = int(cfg["model"].get("in_channels", 1))
     transform = build_transform(cfg.get("augmentation"), train=True)
@@ -166,7 +166,7 @@ def train_experiment(
     ``model_file`` holds the best epoch's weights, the resolved config that rebuilds the model,
     the label -> category id mapping and the run's summary numbers.
     """
-    from .models import build_model, count_parameters
+    from ..modeling.factory import build_model, count_parameters
 
     name = cfg.get("name", "experiment")
     train_cfg = TrainConfig.from_dict(cfg["training"])
@@ -211,7 +211,7 @@ def _median_image_side(coco: CocoDataset, image_ids: list[int]) -> int:
 
 def load_model(model_file: dict[str, Any], device: torch.device | str = "cpu") -> torch.nn.Module:
     """Rebuild the detector from a model file (no pretrained files needed) and load its weights."""
-    from .models import build_model
+    from ..modeling.factory import build_model
 
     model = build_model(model_file["model_config"], num_classes=int(model_file["num_classes"]), load_weights=False)
     missing, unexpected = model.load_state_dict(model_file["model"], strict=False)
@@ -227,7 +227,7 @@ def evaluate_experiment(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Evaluate the best checkpoint on the test split: COCO metrics, IoU per prediction / per
     ground truth, precision/recall, timing and parameter counts. Returns ``(metrics, predictions)``."""
-    from .metrics import evaluate_detections
+    from ..evaluation.metrics import evaluate_detections
 
     evaluation = cfg.get("evaluation", {})
     device = select_device(cfg.get("training", {}).get("device", "auto"))

@@ -63,7 +63,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, DatasetError
+from ..errors import ConfigError, DatasetError
 
 BACKENDS = ("faster_coco_eval", "pycocotools")
 COCO_KEYS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "ar_100")
@@ -246,7 +246,8 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------- COCOeval
 def _run_cocoeval(gt: dict[str, Any], predictions: list[dict[str, Any]], max_dets: list[int], backend: str) -> Any:
     if backend == "faster_coco_eval":
-        from faster_coco_eval import COCO, COCOeval_faster as COCOeval
+        from faster_coco_eval import COCO
+        from faster_coco_eval import COCOeval_faster as COCOeval
     else:
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval

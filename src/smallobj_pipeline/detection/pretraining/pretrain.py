@@ -48,12 +48,19 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .coco import IMAGE_SUFFIXES, CocoDataset, read_image
-from .data import image_to_tensor, to_channels
-from .errors import ConfigError, DatasetError
-from .inference import select_device
-from .trainer import _fmt_seconds, cosine_multiplier, epoch_loader, loader_workers, seed_everything, warmup_multiplier
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..data.coco import IMAGE_SUFFIXES, CocoDataset, read_image
+from ..data.dataset import image_to_tensor, to_channels
+from ..engine.trainer import (
+    _fmt_seconds,
+    cosine_multiplier,
+    epoch_loader,
+    loader_workers,
+    seed_everything,
+    warmup_multiplier,
+)
+from ..errors import ConfigError, DatasetError
+from ..evaluation.inference import select_device
 
 logger = logging.getLogger(__name__)
 
@@ -396,7 +403,7 @@ def _to_tensor(image: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> torc
 def _augment(transform: Any, image: np.ndarray) -> np.ndarray:
     if transform is None:
         return image
-    from .augment import apply_transform
+    from ..data.augment import apply_transform
 
     out, _, _ = apply_transform(transform, image, np.zeros((0, 4), np.float32), np.zeros((0,), np.int64))
     return out
@@ -793,7 +800,7 @@ def run_pretraining(
     ``<output_dir>/<name>.pt``. Returns ``(history, summary)``; ``summary`` names the file and
     how to reference it from an experiment. ``intensity``: how pixels are scaled (the dataset
     statistics' spec, the same the detector trains with)."""
-    from .augment import build_transform
+    from ..data.augment import build_transform
 
     c = cfg if isinstance(cfg, PretrainConfig) else PretrainConfig.from_dict(cfg)
     transform = build_transform(c.augmentation, train=True, seed=c.seed)

@@ -20,21 +20,21 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from .checkpoint import load_checkpoint
-from .coco import (
+from ..checkpoint import load_checkpoint
+from ..data.coco import (
     DEFAULT_MAX_IMAGE_PIXELS,
     IMAGE_SUFFIXES,
     check_image_pixels,
     read_header,
     read_image,
 )
-from .data import image_to_tensor, to_channels
-from .errors import ConfigError, DatasetError
-from .experiment import load_model, model_intensity
+from ..data.dataset import image_to_tensor, to_channels
+from ..data.intensity import to_display
+from ..engine.experiment import load_model, model_intensity
+from ..errors import ConfigError, DatasetError
+from ..reporting.report import figure_png
 from .inference import select_device
-from .intensity import to_display
 from .metrics import predictions_to_coco
-from .report import figure_png
 from .sliced import SliceConfig, should_slice, sliced_predict
 
 logger = logging.getLogger(__name__)

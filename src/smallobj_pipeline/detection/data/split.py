@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError, DatasetError
 from .coco import SPLIT_NAMES, CocoDataset
-from .errors import ConfigError, DatasetError
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,8 @@ from typing import Any
 
 import torch
 
-from .errors import ConfigError, WeightsError
+from ..checkpoint import load_checkpoint
+from ..errors import ConfigError, WeightsError
 
 BACKBONE_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")
 FULL_VARIANTS = ("v1", "v2")
@@ -37,7 +38,12 @@ NAME_SUFFIXES = ("", ".pt", ".pth")
 
 
 def _backbone_enums() -> dict[str, Any]:
-    from torchvision.models import ResNet18_Weights, ResNet34_Weights, ResNet50_Weights, ResNet101_Weights
+    from torchvision.models import (
+        ResNet18_Weights,
+        ResNet34_Weights,
+        ResNet50_Weights,
+        ResNet101_Weights,
+    )
 
     # IMAGENET1K_V1 everywhere: the weights torchvision's detection builders use for the backbone
     return {
@@ -49,7 +55,10 @@ def _backbone_enums() -> dict[str, Any]:
 
 
 def _full_enums() -> dict[str, Any]:
-    from torchvision.models.detection import FasterRCNN_ResNet50_FPN_V2_Weights, FasterRCNN_ResNet50_FPN_Weights
+    from torchvision.models.detection import (
+        FasterRCNN_ResNet50_FPN_V2_Weights,
+        FasterRCNN_ResNet50_FPN_Weights,
+    )
 
     return {"v1": FasterRCNN_ResNet50_FPN_Weights.COCO_V1, "v2": FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1}
 
@@ -170,21 +179,6 @@ def resolve_weight_file(
     )
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _unpickler_detail(exc: BaseException) -> str:
-    """The useful line of torch's weights_only error (it starts with a long generic preamble)."""
-    text = str(exc)
-    marker = "WeightsUnpickler error:"
-    if marker in text:
-        rest = text.split(marker, 1)[1].strip()
-        return rest.splitlines()[0].strip() if rest else _first_line(exc)
-    return _first_line(exc)
-
-
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict with ``torch.load(path, map_location="cpu", weights_only=True)``.
 
@@ -193,8 +187,6 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     stripped. Raises :class:`WeightsError` for a missing/unreadable file, a file that carries
     pickled objects (refused: untrusted or unsupported content) or one without tensors.
     """
-    from .checkpoint import load_checkpoint
-
     path = Path(path)
     data = load_checkpoint(path, what="weight file")
     if isinstance(data, Mapping):

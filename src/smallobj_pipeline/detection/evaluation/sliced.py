@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torchvision.ops import batched_nms
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 @dataclass

@@ -3,7 +3,7 @@
     # 1. resolve the experiment's config (and run the data pipeline) with Kedro:
     kedro run --pipeline=train --namespaces=E --to-nodes=E.resolve_config
     # 2. train on N GPUs (one process per GPU; rank 0 validates and writes the files):
-    torchrun --nproc_per_node=N -m smallobj_pipeline.detection.train_cli \\
+    torchrun --nproc_per_node=N -m smallobj_pipeline.detection.engine.launch \\
         --config data/06_models/E/config.json --data data/05_model_input/coco \\
         --model-out data/06_models/E/model.pt --history-out data/08_reporting/E/history.csv
     # 3. evaluate and report with Kedro:
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .checkpoint import save_checkpoint
-from .coco import CocoDataset
+from ..checkpoint import save_checkpoint
+from ..data.coco import CocoDataset
+from ..io import atomic_write
 from .experiment import train_experiment
-from .io import atomic_write
 from .trainer import _distributed
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from .data import DetectionDataset, collate
+from ..data.dataset import DetectionDataset, collate
 
 
 def select_device(requested: str = "auto") -> torch.device:

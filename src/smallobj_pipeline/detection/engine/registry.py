@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .io import atomic_write, write_json
+from ..io import atomic_write, write_json
 
 logger = logging.getLogger(__name__)
 

@@ -37,8 +37,8 @@ from torchvision.models.detection.faster_rcnn import (
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from ..errors import ConfigError, WeightsError
 from . import weights as W
-from .errors import ConfigError, WeightsError
 
 logger = logging.getLogger(__name__)
 

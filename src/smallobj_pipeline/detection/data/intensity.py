@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, DatasetError
+from ..errors import ConfigError, DatasetError
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def image_percentiles(raw: np.ndarray, percentiles: Sequence[float]) -> tuple[fl
 
 
 def normalize(raw: np.ndarray, spec: Intensity | dict[str, Any] | None = None, path: Any = "<array>"):
-    """Raw pixels (as :func:`smallobj_pipeline.detection.coco.read_raw` returns them) -> model
+    """Raw pixels (as :func:`smallobj_pipeline.detection.data.coco.read_raw` returns them) -> model
     input: ``uint8`` for 8-bit files (unchanged), ``float32`` in ``[0, 1]`` otherwise (``uint8``
     under ``fixed`` for 16-bit integers)."""
     spec = Intensity.from_dict(spec)

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import DatasetError
 from .coco import CocoDataset
-from .errors import DatasetError
 
 
 def to_channels(image: np.ndarray, in_channels: int) -> np.ndarray:

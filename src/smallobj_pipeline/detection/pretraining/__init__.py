@@ -1,0 +1,1 @@
+"""Pretraining without downloads: a backbone pretrained as a classifier on in-domain crops."""

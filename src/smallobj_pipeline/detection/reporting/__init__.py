@@ -1,0 +1,1 @@
+"""Reporting: the HTML study report and its figures."""
