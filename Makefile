@@ -13,7 +13,7 @@ export MPLBACKEND := Agg
 export COLUMNS ?= 160
 export PYTHONPATH := $(CURDIR)/src
 
-.PHONY: install run test report predict retrain viz pretrain-study clean-outputs bench
+.PHONY: install lint format run test report predict retrain viz pretrain-study clean-outputs bench
 
 install: $(STAMP)
 
@@ -45,6 +45,15 @@ pretrain-study: install
 
 viz: install
 	$(VENV)/bin/kedro viz build
+
+# Lint and format check (ruff, pinned in requirements.lock); CI runs it before the tests.
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+format: install
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+	$(VENV)/bin/ruff format src tests benchmarks
 
 test: install
 	$(VENV)/bin/python -m pytest
