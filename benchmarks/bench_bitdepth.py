@@ -57,7 +57,9 @@ def _convert(src, out: Path, seed: int = 0) -> tuple[Path, Path]:
         a = raw12[img["id"]]
         stem = Path(img["file_name"]).stem
         tifffile.imwrite(d12 / "images" / f"{stem}.tif", a)
-        Image.fromarray(np.round((a - lo) / (hi - lo) * 255).astype(np.uint8)).save(d8 / "images" / f"{stem}.png")
+        Image.fromarray(np.round((a - lo) / (hi - lo) * 255).astype(np.uint8)).save(
+            d8 / "images" / f"{stem}.png"
+        )
         images12.append({**img, "file_name": f"images/{stem}.tif"})
         images8.append({**img, "file_name": f"images/{stem}.png"})
     for d, images in ((d12, images12), (d8, images8)):
@@ -99,27 +101,59 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
         metrics, _ = evaluate_experiment(model_file, coco, cfg)
         info = stats["intensity"]
         results[arm] = {
-            "bit_depth": info["bit_depth"], "range_found": info["range_found"], "scaling": info["scaling"],
-            "test_map_50": float(metrics["map_50"]), "test_map": float(metrics["map"]),
+            "bit_depth": info["bit_depth"],
+            "range_found": info["range_found"],
+            "scaling": info["scaling"],
+            "test_map_50": float(metrics["map_50"]),
+            "test_map": float(metrics["map"]),
             "best_val_map_50": max((float(r.get("map_50", 0.0)) for r in history), default=0.0),
-            "train_s": float(model_file["train_seconds"]), "test_objects": int(metrics["num_gt"]),
+            "train_s": float(model_file["train_seconds"]),
+            "test_objects": int(metrics["num_gt"]),
         }
     faithful, user = results["12-bit, intensity auto"], results["8-bit by the user"]
     gap = user["test_map_50"] - faithful["test_map_50"]
     met = gap <= TARGET
-    rows = [[arm, r["bit_depth"], r["scaling"], r["test_map_50"], r["test_map"], r["best_val_map_50"], r["train_s"]]
-            for arm, r in results.items()]
+    rows = [
+        [
+            arm,
+            r["bit_depth"],
+            r["scaling"],
+            r["test_map_50"],
+            r["test_map"],
+            r["best_val_map_50"],
+            r["train_s"],
+        ]
+        for arm, r in results.items()
+    ]
     md = [
-        f"The bundled sample ({len(sample.images)} images, {faithful['test_objects']} test objects) recorded "
+        f"The bundled sample ({len(sample.images)} images, {faithful['test_objects']} test "
+        "objects) recorded "
         f"as 12-bit TIFFs (offset {OFFSET:g}, gain {GAIN:g}, shot noise: values "
-        f"{faithful['range_found'][0]:g}..{faithful['range_found'][1]:g} of 0..4095) and converted to 8-bit "
-        "by the dataset's display range, as Fiji does. Experiment `r18_small_object` (the defaults), "
-        f"{'1 epoch' if quick else 'its epochs'}, same split and seeds; test metrics of the best checkpoint.",
+        f"{faithful['range_found'][0]:g}..{faithful['range_found'][1]:g} of 0..4095) and converted "
+        "to 8-bit "
+        "by the dataset's display range, as Fiji does. Experiment `r18_small_object` (the "
+        "defaults), "
+        f"{'1 epoch' if quick else 'its epochs'}, same split and seeds; test metrics of the best "
+        "checkpoint.",
         "",
-        C.table(["arm", "pixels", "scaling", "test map_50", "test map", "best val map_50", "train s"], rows),
+        C.table(
+            ["arm", "pixels", "scaling", "test map_50", "test map", "best val map_50", "train s"],
+            rows,
+        ),
         "",
         f"- 8-bit conversion minus 12-bit auto: **{gap:+.3f}** test map_50 (target <= {TARGET:g}).",
     ]
-    summary = [C.target_row("12-bit dataset vs its 8-bit conversion, test map_50 gap",
-                            f"{gap:+.3f}", f"<= {TARGET:g}", met if not quick else "report")]
-    return {"title": TITLE, "summary": summary, "markdown": "\n".join(md), "data": {"results": results}}
+    summary = [
+        C.target_row(
+            "12-bit dataset vs its 8-bit conversion, test map_50 gap",
+            f"{gap:+.3f}",
+            f"<= {TARGET:g}",
+            met if not quick else "report",
+        )
+    ]
+    return {
+        "title": TITLE,
+        "summary": summary,
+        "markdown": "\n".join(md),
+        "data": {"results": results},
+    }

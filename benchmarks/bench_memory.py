@@ -46,14 +46,21 @@ def _child_sizes(args: argparse.Namespace) -> dict[str, Any]:
     cfg.update(min_size=args.size, max_size=args.size)
     torch.manual_seed(0)
     model = build_model(cfg, num_classes=2).to(dev).train()
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+    optimizer = torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9
+    )
     g = torch.Generator().manual_seed(0)
     images, targets = [], []
     for _ in range(args.batch):
         images.append(torch.rand(1, args.size, args.size, generator=g).to(dev))
         xy = torch.rand(60, 2, generator=g) * (args.size - 30)
         wh = 8 + torch.rand(60, 2, generator=g) * 16
-        targets.append({"boxes": torch.cat([xy, xy + wh], 1).to(dev), "labels": torch.randint(1, 3, (60,), generator=g).to(dev)})
+        targets.append(
+            {
+                "boxes": torch.cat([xy, xy + wh], 1).to(dev),
+                "labels": torch.randint(1, 3, (60,), generator=g).to(dev),
+            }
+        )
     times = []
     for _ in range(args.steps):
         C.sync(dev)
@@ -82,9 +89,13 @@ def _child_training_run(args: argparse.Namespace) -> dict[str, Any]:
     cfg = C.resolved_config("r18_small_object", coco, overrides)
     start = time.perf_counter()
     model_file, history = train_experiment(coco, cfg, checkpoint_dir=None)
-    out = {"seconds": time.perf_counter() - start, "train_images": len(coco.splits["train"]),
-           "val_images": len(coco.splits["val"]), "batch": cfg["training"]["batch_size"],
-           "input": [cfg["model"]["min_size"], cfg["model"]["max_size"]]}
+    out = {
+        "seconds": time.perf_counter() - start,
+        "train_images": len(coco.splits["train"]),
+        "val_images": len(coco.splits["val"]),
+        "batch": cfg["training"]["batch_size"],
+        "input": [cfg["model"]["min_size"], cfg["model"]["max_size"]],
+    }
     import torch
 
     if torch.cuda.is_available():
@@ -153,27 +164,54 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
             at, bt = C.linear_fit(xs, [p["step_s"] for p in points[-3:]])
             predicted, predicted_t = a + b * px, max(0.0, at + bt * px)
             if predicted > limit:
-                stop_reason = (f"{size} px not tried: predicted peak {C.gib(predicted)} exceeds the "
-                               f"{'GPU memory' if cuda else 'available memory'} minus {MARGIN:.0%} ({C.gib(limit)})")
+                stop_reason = (
+                    f"{size} px not tried: predicted peak {C.gib(predicted)} exceeds the "
+                    f"{'GPU memory' if cuda else 'available memory'} minus {MARGIN:.0%} "
+                    f"({C.gib(limit)})"
+                )
                 break
             elapsed = time.perf_counter() - sweep_start
             if elapsed + STEPS[quick] * predicted_t * 1.3 + 15 > SWEEP_BUDGET_S[quick]:
-                stop_reason = (f"{size} px not tried: predicted {STEPS[quick] * predicted_t:.0f} s would pass the "
-                               f"section's time budget ({SWEEP_BUDGET_S[quick]:.0f} s)")
+                stop_reason = (
+                    f"{size} px not tried: predicted {STEPS[quick] * predicted_t:.0f} s would pass "
+                    "the "
+                    f"section's time budget ({SWEEP_BUDGET_S[quick]:.0f} s)"
+                )
                 break
-        cmd = me + ["--mode", "sizes", "--size", str(size), "--batch", str(BATCH), "--steps", str(STEPS[quick]),
-                    "--model-config", str(cfg_path)]
+        cmd = me + [
+            "--mode",
+            "sizes",
+            "--size",
+            str(size),
+            "--batch",
+            str(BATCH),
+            "--steps",
+            str(STEPS[quick]),
+            "--model-config",
+            str(cfg_path),
+        ]
         res = C.run_child(cmd, workdir / f"size_{size}.log", timeout=600)
         out = _result(res["log"]) if res["returncode"] == 0 else None
         if out is None:
             killed = res["returncode"] in (-9, 137)
-            stop_reason = (f"{size} px failed (exit {res['returncode']}"
-                           + (", killed: out of memory" if killed else "") + f"): {C.tail(res['log'], 1)}")
+            stop_reason = (
+                f"{size} px failed (exit {res['returncode']}"
+                + (", killed: out of memory" if killed else "")
+                + f"): {C.tail(res['log'], 1)}"
+            )
             break
         res["peak_rss_bytes"] = out.get("vm_hwm_bytes") or res["peak_rss_bytes"]
         peak = out["cuda_peak_bytes"] if cuda else res["peak_rss_bytes"]
-        points.append({"size": size, "peak": peak, "rss": res["peak_rss_bytes"], "cuda_peak": out.get("cuda_peak_bytes"),
-                       "step_s": C.median(out["step_seconds"]), "wall_s": res["wall_s"]})
+        points.append(
+            {
+                "size": size,
+                "peak": peak,
+                "rss": res["peak_rss_bytes"],
+                "cuda_peak": out.get("cuda_peak_bytes"),
+                "step_s": C.median(out["step_seconds"]),
+                "wall_s": res["wall_s"],
+            }
+        )
 
     largest = points[-1]["size"] if points else None
     extrapolated = None
@@ -184,36 +222,81 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
             extrapolated = int(math.sqrt((limit - a) / b))
     what = "GPU memory (torch.cuda.max_memory_allocated)" if cuda else "peak resident memory"
     md = [
-        f"Training run: `r18_small_object` (the project's quick experiment), one epoch on the sample's "
-        f"{tr_out['train_images']} training images (batch {tr_out['batch']}, input {tr_out['input'][0]} px) plus "
-        f"validation on {tr_out['val_images']}: peak resident memory **{C.gib(tr['peak_rss_bytes'])}** "
-        f"({tr_out['seconds']:.0f} s)" + (f", GPU {C.gib(tr_out.get('cuda_peak_bytes'))}" if cuda else "") + ".",
+        "Training run: `r18_small_object` (the project's quick experiment), one epoch on the "
+        "sample's "
+        f"{tr_out['train_images']} training images (batch {tr_out['batch']}, input "
+        f"{tr_out['input'][0]} px) plus "
+        f"validation on {tr_out['val_images']}: peak resident memory "
+        f"**{C.gib(tr['peak_rss_bytes'])}** "
+        f"({tr_out['seconds']:.0f} s)"
+        + (f", GPU {C.gib(tr_out.get('cuda_peak_bytes'))}" if cuda else "")
+        + ".",
         "",
-        f"Image size sweep, batch {BATCH}, ResNet18-FPN (the sample's model config, input = image size), "
-        f"{STEPS[quick]} SGD step{'s' if STEPS[quick] != 1 else ''} per size. Available memory at the start {C.gib(available)} of {C.gib(C.total_ram())}, "
-        f"swap {C.gib(C.swap_total())}" + (" (none: a size that does not fit fails instead of swapping)"
-                                              if C.swap_total() == 0 else "") + ".",
+        f"Image size sweep, batch {BATCH}, ResNet18-FPN (the sample's model config, input = image "
+        "size), "
+        f"{STEPS[quick]} SGD step{'s' if STEPS[quick] != 1 else ''} per size. Available memory at "
+        f"the start {C.gib(available)} of {C.gib(C.total_ram())}, "
+        f"swap {C.gib(C.swap_total())}"
+        + (
+            " (none: a size that does not fit fails instead of swapping)"
+            if C.swap_total() == 0
+            else ""
+        )
+        + ".",
         "",
-        C.table(["image size", "peak resident memory"] + (["GPU peak"] if cuda else []) + ["s per step", "child wall s"],
-                [[f"{p['size']} px", C.gib(p["rss"])] + ([C.gib(p["cuda_peak"])] if cuda else [])
-                 + [p["step_s"], p["wall_s"]] for p in points]),
+        C.table(
+            ["image size", "peak resident memory"]
+            + (["GPU peak"] if cuda else [])
+            + ["s per step", "child wall s"],
+            [
+                [f"{p['size']} px", C.gib(p["rss"])]
+                + ([C.gib(p["cuda_peak"])] if cuda else [])
+                + [p["step_s"], p["wall_s"]]
+                for p in points
+            ],
+        ),
         "",
-        f"Largest size trained with batch {BATCH}: **{largest} px** ({what}); the sweep stopped: {stop_reason}.",
+        f"Largest size trained with batch {BATCH}: **{largest} px** ({what}); the sweep stopped: "
+        f"{stop_reason}.",
     ]
     if extrapolated:
-        md.append(f"Extrapolated from the fit of the peak against the pixel count, the largest square image that "
-                  f"fits in {C.gib(limit)} is about {extrapolated} px.")
+        md.append(
+            "Extrapolated from the fit of the peak against the pixel count, the largest square "
+            "image that "
+            f"fits in {C.gib(limit)} is about {extrapolated} px."
+        )
     summary = [
-        C.target_row("peak resident memory of a training run (sample, r18_small_object)", C.gib(tr["peak_rss_bytes"]),
-                     "(report)", "report"),
-        C.target_row(f"largest image size that trains with batch {BATCH}", f"{largest} px"
-                     + (f" (about {extrapolated} px extrapolated)" if extrapolated else ""), "(report)",
-                     "report" if largest is not None else False),
+        C.target_row(
+            "peak resident memory of a training run (sample, r18_small_object)",
+            C.gib(tr["peak_rss_bytes"]),
+            "(report)",
+            "report",
+        ),
+        C.target_row(
+            f"largest image size that trains with batch {BATCH}",
+            f"{largest} px" + (f" (about {extrapolated} px extrapolated)" if extrapolated else ""),
+            "(report)",
+            "report" if largest is not None else False,
+        ),
     ]
-    return {"title": TITLE, "summary": summary, "markdown": "\n".join(md),
-            "data": {"training_run": {**tr_out, "peak_rss_bytes": tr["peak_rss_bytes"], "wall_s": tr["wall_s"]},
-                     "sweep": points, "stop_reason": stop_reason, "largest_size": largest,
-                     "extrapolated_size": extrapolated, "available_bytes": available, "limit_bytes": limit}}
+    return {
+        "title": TITLE,
+        "summary": summary,
+        "markdown": "\n".join(md),
+        "data": {
+            "training_run": {
+                **tr_out,
+                "peak_rss_bytes": tr["peak_rss_bytes"],
+                "wall_s": tr["wall_s"],
+            },
+            "sweep": points,
+            "stop_reason": stop_reason,
+            "largest_size": largest,
+            "extrapolated_size": extrapolated,
+            "available_bytes": available,
+            "limit_bytes": limit,
+        },
+    }
 
 
 if __name__ == "__main__":

@@ -65,17 +65,32 @@ def make_project(root: Path, quick: bool) -> Path:
     if quick:
         defaults["training"].update({"batch_size": 2, "warmup_iters": 0})
         defaults["model"].update({"box_batch_size_per_image": 32, "rpn_post_nms_top_n_test": 100})
-        local["dataset"] = {"root": "data/01_raw/sample",
-                            "sample": {"root": "data/01_raw/sample", "num_images": 8, "image_size": 96, "seed": 2,
-                                       "min_objects": 3, "max_objects": 6}}
-        local["split"] = {"use_existing": True, "seed": 1, "ratios": {"train": 0.5, "val": 0.25, "test": 0.25}}
+        local["dataset"] = {
+            "root": "data/01_raw/sample",
+            "sample": {
+                "root": "data/01_raw/sample",
+                "num_images": 8,
+                "image_size": 96,
+                "seed": 2,
+                "min_objects": 3,
+                "max_objects": 6,
+            },
+        }
+        local["split"] = {
+            "use_existing": True,
+            "seed": 1,
+            "ratios": {"train": 0.5, "val": 0.25, "test": 0.25},
+        }
         local["experiments"] = {"tiny": {"description": "smoke"}}
     (root / "conf/local/parameters.yml").write_text(yaml.safe_dump(local, sort_keys=False))
-    # the sample exists beforehand, as on every run but the first: its one-off generation is not overhead
+    # the sample exists beforehand, as on every run but the first: its one-off generation is not
+    # overhead
     from smallobj_pipeline.detection.data.sample import generate_sample_dataset
 
     sample = (local.get("dataset") or C.data_params()["dataset"])["sample"]
-    generate_sample_dataset(root / sample["root"], **{k: v for k, v in sample.items() if k != "root"})
+    generate_sample_dataset(
+        root / sample["root"], **{k: v for k, v in sample.items() if k != "root"}
+    )
     return root
 
 
@@ -120,14 +135,21 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
         elif msg.startswith("Completed node:") and running_since is not None:
             nodes[msg.split(":", 1)[1].strip()] = t - running_since
             running_since, last_completed = None, t
-        elif name.endswith("detection.experiment") and "Faster R-CNN" in msg and t_train_start is None:
+        elif (
+            name.endswith("detection.experiment")
+            and "Faster R-CNN" in msg
+            and t_train_start is None
+        ):
             t_train_start = t
         elif name.endswith("detection.trainer") and " step 1/" in msg and t_first_step is None:
             t_first_step = t
 
     reporting = project / "data" / "08_reporting"
     experiments = sorted(p.parent.name for p in reporting.glob("*/metrics.json"))
-    train_s = {e: float(json.loads((reporting / e / "metrics.json").read_text())["train_seconds"]) for e in experiments}
+    train_s = {
+        e: float(json.loads((reporting / e / "metrics.json").read_text())["train_seconds"])
+        for e in experiments
+    }
     eval_s = {n.split(".")[0]: d for n, d in nodes.items() if n.endswith(".evaluate_model")}
     train_total, eval_total = sum(train_s.values()), sum(eval_s.values())
     overhead = wall - train_total - eval_total
@@ -141,41 +163,69 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
     # where the overhead goes: the phases partition the wall time
     t_end = t0 + wall
     parts = [
-        ["launch to Kedro's logging set-up (Python start, first Kedro imports)", (t_first_record or t0) - t0],
-        ["then to the first node (CLI and plugins, session, config loading, pipeline registry importing "
-         "torch / torchvision / great-expectations, catalog)", (first_running or t_end) - (t_first_record or t0)],
+        [
+            "launch to Kedro's logging set-up (Python start, first Kedro imports)",
+            (t_first_record or t0) - t0,
+        ],
+        [
+            "then to the first node (CLI and plugins, session, config loading, pipeline registry "
+            "importing "
+            "torch / torchvision / great-expectations, catalog)",
+            (first_running or t_end) - (t_first_record or t0),
+        ],
     ]
     for e in experiments:
         node = nodes.get(f"{e}.train_model")
         if node is not None:
-            parts.append([f"`{e}.train_model` outside the trainer (model build, datasets, saving model.pt)",
-                          node - train_s[e]])
-    others = sorted(((n, d) for n, d in nodes.items() if not n.endswith((".train_model", ".evaluate_model"))),
-                    key=lambda x: -x[1])
+            parts.append(
+                [
+                    f"`{e}.train_model` outside the trainer (model build, datasets, saving "
+                    "model.pt)",
+                    node - train_s[e],
+                ]
+            )
+    others = sorted(
+        ((n, d) for n, d in nodes.items() if not n.endswith((".train_model", ".evaluate_model"))),
+        key=lambda x: -x[1],
+    )
     for n, d in others[:8]:
         parts.append([f"node `{n}`", d])
     if len(others) > 8:
         parts.append([f"{len(others) - 8} other nodes", sum(d for _, d in others[8:])])
     parts.append(["catalog loading node inputs between nodes", gaps])
-    parts.append(["after the last node (session end, process exit)", t_end - (last_completed or t_end)])
+    parts.append(
+        ["after the last node (session end, process exit)", t_end - (last_completed or t_end)]
+    )
     rest = overhead - sum(p[1] for p in parts)
     if abs(rest) > 0.05:
         parts.append(["unaccounted", rest])
 
+    sample = (
+        "a tiny 8-image sample, one experiment"
+        if quick
+        else "the bundled sample, 60 images of 256 px"
+    )
     md = [
         f"`kedro run --pipeline=train` in a fresh process on an isolated copy of the project "
-        f"({'a tiny 8-image sample, one experiment' if quick else 'the bundled sample, 60 images of 256 px'}; "
-        f"experiments {', '.join(f'`{e}`' for e in experiments)}, 1 epoch each). Peak resident memory of the run "
+        f"({sample}; experiments {', '.join(f'`{e}`' for e in experiments)}, 1 epoch each). "
+        "Peak resident memory of the run "
         f"{C.gib(res['peak_rss_bytes'])}.",
         "",
-        C.table(["", "seconds", "share of the run"], [
-            ["wall time of the command", wall, 1.0],
-            ["training (trainer's `train_seconds`, validation included)", train_total, train_total / wall],
-            ["evaluation (`evaluate_model` nodes)", eval_total, eval_total / wall],
-            ["**overhead** (the rest)", overhead, frac_run],
-            ["start-up: launch to the first training step (model built)", startup, None],
-            ["launch to the end of the first training step", first_step, None],
-        ]),
+        C.table(
+            ["", "seconds", "share of the run"],
+            [
+                ["wall time of the command", wall, 1.0],
+                [
+                    "training (trainer's `train_seconds`, validation included)",
+                    train_total,
+                    train_total / wall,
+                ],
+                ["evaluation (`evaluate_model` nodes)", eval_total, eval_total / wall],
+                ["**overhead** (the rest)", overhead, frac_run],
+                ["start-up: launch to the first training step (model built)", startup, None],
+                ["launch to the end of the first training step", first_step, None],
+            ],
+        ),
         "",
         "Where the overhead goes:",
         "",
@@ -184,27 +234,66 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
     ]
     note_o = note_s = ""
     if not met_overhead:
-        note_o = (f"missed by {frac_ref - TARGET_OVERHEAD:.1%} of a 5-minute run ({overhead - TARGET_OVERHEAD * REFERENCE_RUN_S:.0f} s "
-                  f"too many); the largest parts: " + ", ".join(f"{p[0]} {p[1]:.1f} s" for p in
-                                                              sorted(parts, key=lambda p: -(p[1] or 0))[:3]))
+        note_o = (
+            f"missed by {frac_ref - TARGET_OVERHEAD:.1%} of a 5-minute run "
+            f"({overhead - TARGET_OVERHEAD * REFERENCE_RUN_S:.0f} s "
+            f"too many); the largest parts: "
+            + ", ".join(
+                f"{p[0]} {p[1]:.1f} s" for p in sorted(parts, key=lambda p: -(p[1] or 0))[:3]
+            )
+        )
     if not met_startup:
-        note_s = ("no training step was logged" if startup is None else
-                  f"missed by {startup - TARGET_STARTUP_S:.1f} s; before training the run imports torch and Kedro, "
-                  "validates the dataset with great-expectations, splits it, computes and plots statistics and "
-                  "draws the augmentation preview")
-    md.append(f"Overhead {overhead:.1f} s = **{frac_ref:.1%} of a 5-minute run** (target under "
-              f"{TARGET_OVERHEAD:.0%}; {frac_run:.1%} of this {wall:.0f} s run): {'met' if met_overhead else 'missed; ' + note_o}.")
+        note_s = (
+            "no training step was logged"
+            if startup is None
+            else f"missed by {startup - TARGET_STARTUP_S:.1f} s; before training the run imports "
+            "torch and Kedro, "
+            "validates the dataset with great-expectations, splits it, computes and plots "
+            "statistics and "
+            "draws the augmentation preview"
+        )
+    md.append(
+        f"Overhead {overhead:.1f} s = **{frac_ref:.1%} of a 5-minute run** (target under "
+        f"{TARGET_OVERHEAD:.0%}; {frac_run:.1%} of this {wall:.0f} s run): "
+        f"{'met' if met_overhead else 'missed; ' + note_o}."
+    )
     md.append("")
-    md.append(f"Start-up to the first training step **{C.fmt(startup)} s** (target under {TARGET_STARTUP_S:g} s): "
-              f"{'met' if met_startup else 'missed; ' + note_s}.")
+    md.append(
+        f"Start-up to the first training step **{C.fmt(startup)} s** (target under "
+        f"{TARGET_STARTUP_S:g} s): "
+        f"{'met' if met_startup else 'missed; ' + note_s}."
+    )
     summary = [
-        C.target_row("pipeline overhead, share of a 5-minute run", f"{frac_ref:.1%} ({overhead:.1f} s)",
-                     f"< {TARGET_OVERHEAD:.0%}", met_overhead, note_o),
-        C.target_row("start-up to the first training step", f"{C.fmt(startup)} s", f"< {TARGET_STARTUP_S:g} s",
-                     met_startup, note_s),
+        C.target_row(
+            "pipeline overhead, share of a 5-minute run",
+            f"{frac_ref:.1%} ({overhead:.1f} s)",
+            f"< {TARGET_OVERHEAD:.0%}",
+            met_overhead,
+            note_o,
+        ),
+        C.target_row(
+            "start-up to the first training step",
+            f"{C.fmt(startup)} s",
+            f"< {TARGET_STARTUP_S:g} s",
+            met_startup,
+            note_s,
+        ),
     ]
-    return {"title": TITLE, "summary": summary, "markdown": "\n".join(md),
-            "data": {"wall_s": wall, "train_s": train_s, "eval_s": eval_s, "overhead_s": overhead,
-                     "overhead_share_of_run": frac_run, "overhead_share_of_5min": frac_ref, "startup_s": startup,
-                     "first_step_end_s": first_step, "nodes_s": nodes, "peak_rss_bytes": res["peak_rss_bytes"],
-                     "parts": parts}}
+    return {
+        "title": TITLE,
+        "summary": summary,
+        "markdown": "\n".join(md),
+        "data": {
+            "wall_s": wall,
+            "train_s": train_s,
+            "eval_s": eval_s,
+            "overhead_s": overhead,
+            "overhead_share_of_run": frac_run,
+            "overhead_share_of_5min": frac_ref,
+            "startup_s": startup,
+            "first_step_end_s": first_step,
+            "nodes_s": nodes,
+            "peak_rss_bytes": res["peak_rss_bytes"],
+            "parts": parts,
+        },
+    }

@@ -60,12 +60,15 @@ def _plain_run(model, dataset, batch_size: int, train_cfg, dev, seed: int) -> fl
     import torch
     from torch.utils.data import DataLoader
 
-    torch.use_deterministic_algorithms(False)  # a user's default (the project's trainer turns it on)
+    torch.use_deterministic_algorithms(
+        False
+    )  # a user's default (the project's trainer turns it on)
     torch.manual_seed(seed)
     start = time.perf_counter()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=train_cfg.lr, momentum=train_cfg.momentum,
-                                weight_decay=train_cfg.weight_decay)
+    optimizer = torch.optim.SGD(
+        params, lr=train_cfg.lr, momentum=train_cfg.momentum, weight_decay=train_cfg.weight_decay
+    )
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=_tutorial_collate)
     plain_train_one_epoch(model, optimizer, loader, dev)
     C.sync(dev)
@@ -75,8 +78,15 @@ def _plain_run(model, dataset, batch_size: int, train_cfg, dev, seed: int) -> fl
 def _project_run(model, dataset, train_cfg, dev) -> float:
     from smallobj_pipeline.detection.engine.trainer import Trainer
 
-    trainer = Trainer(model, dataset, None, train_cfg, checkpoint_dir=None,
-                      model_config=getattr(model, "smallobj_config", {}), name="throughput")
+    trainer = Trainer(
+        model,
+        dataset,
+        None,
+        train_cfg,
+        checkpoint_dir=None,
+        model_config=getattr(model, "smallobj_config", {}),
+        name="throughput",
+    )
     start = time.perf_counter()
     trainer.fit()
     C.sync(dev)
@@ -97,8 +107,17 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
     training = dict(cfg["training"])
     # Speed does not depend on the learning rate; without warm-up the quick set's 0.02 diverges
     # (NaN by step 10), so both loops use a small constant one.
-    training.update(epochs=1, batch_size=s["batch"], val_loss=False, warmup_iters=0, schedule="none",
-                    grad_clip_norm=None, early_stopping_patience=None, resume=False, lr=0.002)
+    training.update(
+        epochs=1,
+        batch_size=s["batch"],
+        val_loss=False,
+        warmup_iters=0,
+        schedule="none",
+        grad_clip_norm=None,
+        early_stopping_patience=None,
+        resume=False,
+        lr=0.002,
+    )
     if kind == "cuda":
         training.update(amp=True, channels_last=True, num_workers="auto", cudnn_benchmark=True)
     train_cfg = TrainConfig.from_dict(training)
@@ -107,7 +126,9 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
     template = build_model(cfg["model"], num_classes=coco.num_classes)
     init_state = copy.deepcopy(template.state_dict())
     model_project = template.to(dev)
-    model_plain = build_model(template.smallobj_config, num_classes=coco.num_classes, load_weights=False).to(dev)
+    model_plain = build_model(
+        template.smallobj_config, num_classes=coco.num_classes, load_weights=False
+    ).to(dev)
     model_plain.load_state_dict(init_state)
 
     ids = list(coco.splits["train"]) or [img["id"] for img in coco.images]
@@ -135,8 +156,15 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
     for r in range(s["repeats"]):
         for loop in ("project", "plain"):
             seconds, util = one(loop, timed_set)
-            runs.append({"repeat": r + 1, "loop": loop, "seconds": seconds, "images_per_s": n_images / seconds,
-                         "gpu_util": util})
+            runs.append(
+                {
+                    "repeat": r + 1,
+                    "loop": loop,
+                    "seconds": seconds,
+                    "images_per_s": n_images / seconds,
+                    "gpu_util": util,
+                }
+            )
 
     def med(loop: str, key: str) -> float | None:
         vals = [x[key] for x in runs if x["loop"] == loop and x[key] is not None]
@@ -153,56 +181,128 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
     met = ratio >= target
     util_p, util_b = med("project", "gpu_util"), med("plain", "gpu_util")
 
-    project_opts = [o for o, on in (("channels-last", train_cfg.channels_last),
-                                    ("fused SGD step", train_cfg.fused_optimizer)) if on]
+    project_opts = [
+        o
+        for o, on in (
+            ("channels-last", train_cfg.channels_last),
+            ("fused SGD step", train_cfg.fused_optimizer),
+        )
+        if on
+    ]
     setup = (
-        f"ResNet18-FPN Faster R-CNN v1 (the project's sample config: anchors {cfg['model'].get('anchor_sizes')}, "
+        "ResNet18-FPN Faster R-CNN v1 (the project's sample config: anchors "
+        f"{cfg['model'].get('anchor_sizes')}, "
         f"GroupNorm, input {size} px), {n_images} sample images of {size} px per timed run "
-        f"({s['steps']} steps of batch {s['batch']}), SGD lr {train_cfg.lr:g} momentum {train_cfg.momentum:g} "
-        f"weight decay {train_cfg.weight_decay:g}, constant learning rate, no gradient clipping, no augmentation, "
-        f"{s['repeats']} alternating repeats after one warm-up run of {s['warmup_steps']} steps each, device {dev}."
+        f"({s['steps']} steps of batch {s['batch']}), SGD lr {train_cfg.lr:g} momentum "
+        f"{train_cfg.momentum:g} "
+        f"weight decay {train_cfg.weight_decay:g}, constant learning rate, no gradient clipping, "
+        "no augmentation, "
+        f"{s['repeats']} alternating repeats after one warm-up run of {s['warmup_steps']} steps "
+        f"each, device {dev}."
     )
-    setup += (f" Project: its defaults ({', '.join(project_opts) or 'none'}); plain: the tutorial's loop as written "
-              "(NCHW, for-each SGD).")
+    setup += (
+        f" Project: its defaults ({', '.join(project_opts) or 'none'}); plain: the tutorial's loop "
+        "as written "
+        "(NCHW, for-each SGD)."
+    )
     if kind == "cuda":
-        setup += (" Project: mixed precision, channels-last, cudnn.benchmark, loader workers "
-                  f"({train_cfg.num_workers}) with pinned memory. Plain: fp32, no workers (the tutorial's loop).")
-    rows = [[x["repeat"], x["loop"], x["seconds"], x["images_per_s"], C.fmt(x["gpu_util"]) if kind == "cuda" else "-"]
-            for x in runs]
+        setup += (
+            " Project: mixed precision, channels-last, cudnn.benchmark, loader workers "
+            f"({train_cfg.num_workers}) with pinned memory. Plain: fp32, no workers (the "
+            "tutorial's loop)."
+        )
+    rows = [
+        [
+            x["repeat"],
+            x["loop"],
+            x["seconds"],
+            x["images_per_s"],
+            C.fmt(x["gpu_util"]) if kind == "cuda" else "-",
+        ]
+        for x in runs
+    ]
     md = [setup, "", C.table(["repeat", "loop", "seconds", "images/s", "GPU util %"], rows), ""]
-    md.append(C.table(
-        ["", "images/s (median)", "GPU util % (median)"],
-        [["project trainer", project_ips, C.fmt(util_p) if kind == "cuda" else "not measured: no GPU"],
-         ["plain tutorial loop", plain_ips, C.fmt(util_b) if kind == "cuda" else "not measured: no GPU"],
-         ["ratio project / plain", ratio, ""]],
-    ))
+    md.append(
+        C.table(
+            ["", "images/s (median)", "GPU util % (median)"],
+            [
+                [
+                    "project trainer",
+                    project_ips,
+                    C.fmt(util_p) if kind == "cuda" else "not measured: no GPU",
+                ],
+                [
+                    "plain tutorial loop",
+                    plain_ips,
+                    C.fmt(util_b) if kind == "cuda" else "not measured: no GPU",
+                ],
+                ["ratio project / plain", ratio, ""],
+            ],
+        )
+    )
     note = ""
     if not met:
         note = f"missed by {target - ratio:.3f} ({(target - ratio) / target:.1%})"
         if kind == "cpu":
             note += (
-                "; on CPU the only levers are channels-last convolutions and the fused optimizer step (a few % "
-                "each; mixed precision and loader workers are CUDA-only), against the project's per-step "
-                "bookkeeping (LR policy, loss sums, finite-loss check, logging, deterministic algorithms)"
+                "; on CPU the only levers are channels-last convolutions and the fused optimizer "
+                "step (a few % "
+                "each; mixed precision and loader workers are CUDA-only), against the project's "
+                "per-step "
+                "bookkeeping (LR policy, loss sums, finite-loss check, logging, deterministic "
+                "algorithms)"
             )
             if spread == spread and (target - ratio) <= spread:
                 note += f"; the gap is within the run-to-run spread ({spread:.1%})"
         else:
-            note += "; see GPU utilisation: the plain loop is already compute-bound when its utilisation is high"
+            note += (
+                "; see GPU utilisation: the plain loop is already compute-bound when its "
+                "utilisation is high"
+            )
     md.append("")
-    md.append(f"Ratio project/plain **{ratio:.3f}** (target at least {target:g} on {kind.upper()}): "
-              f"{'met' if met else 'missed'}{'; ' + note if note else ''}. Run-to-run spread "
-              f"{C.fmt(spread)} (max-min over median).")
+    md.append(
+        f"Ratio project/plain **{ratio:.3f}** (target at least {target:g} on {kind.upper()}): "
+        f"{'met' if met else 'missed'}{'; ' + note if note else ''}. Run-to-run spread "
+        f"{C.fmt(spread)} (max-min over median)."
+    )
     if kind == "cpu":
         md.append("")
-        md.append("GPU target (at least 1.5 with mixed precision, channels-last and a busy loader; GPU utilisation): "
-                  "not measured: no GPU on this machine.")
-    summary = [C.target_row(f"training throughput, project/plain ({kind.upper()})", f"{ratio:.3f}",
-                            f">= {target:g}", met, note)]
+        md.append(
+            "GPU target (at least 1.5 with mixed precision, channels-last and a busy loader; GPU "
+            "utilisation): "
+            "not measured: no GPU on this machine."
+        )
+    summary = [
+        C.target_row(
+            f"training throughput, project/plain ({kind.upper()})",
+            f"{ratio:.3f}",
+            f">= {target:g}",
+            met,
+            note,
+        )
+    ]
     if kind == "cpu":
-        summary.append(C.target_row("training throughput, project/plain (GPU, AMP + channels-last)",
-                                    "not measured: no GPU", ">= 1.5", None))
-    return {"title": TITLE, "summary": summary, "markdown": "\n".join(md),
-            "data": {"runs": runs, "ratio": ratio, "project_images_per_s": project_ips,
-                     "plain_images_per_s": plain_ips, "spread": spread, "device": str(dev), "settings": s,
-                     "gpu_util_project": util_p, "gpu_util_plain": util_b}}
+        summary.append(
+            C.target_row(
+                "training throughput, project/plain (GPU, AMP + channels-last)",
+                "not measured: no GPU",
+                ">= 1.5",
+                None,
+            )
+        )
+    return {
+        "title": TITLE,
+        "summary": summary,
+        "markdown": "\n".join(md),
+        "data": {
+            "runs": runs,
+            "ratio": ratio,
+            "project_images_per_s": project_ips,
+            "plain_images_per_s": plain_ips,
+            "spread": spread,
+            "device": str(dev),
+            "settings": s,
+            "gpu_util_project": util_p,
+            "gpu_util_plain": util_b,
+        },
+    }

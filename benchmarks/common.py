@@ -39,7 +39,7 @@ for _k, _v in QUIET_ENV.items():
 
 
 # ---------------------------------------------------------------------- project parameters
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _yaml(name: str) -> dict[str, Any]:
     return yaml.safe_load((REPO / "conf" / "base" / name).read_text())
 
@@ -179,7 +179,9 @@ def machine_info() -> dict[str, Any]:
         "torchvision": torchvision.__version__,
         "os": f"{platform.system()} {platform.release()}",
         "device": "cpu",
-        "load_average": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "load_average": [round(v, 2) for v in os.getloadavg()]
+        if hasattr(os, "getloadavg")
+        else None,
     }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
@@ -245,8 +247,13 @@ def vm_hwm_bytes(pid: int | str = "self") -> int | None:
     return None
 
 
-def run_child(cmd: Sequence[str], log_path: Path, cwd: Path | None = None, env: dict[str, str] | None = None,
-              timeout: float | None = None) -> dict[str, Any]:
+def run_child(
+    cmd: Sequence[str],
+    log_path: Path,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float | None = None,
+) -> dict[str, Any]:
     """Run ``cmd`` with stdout+stderr to ``log_path``; returns ``returncode``, ``wall_s``,
     ``start_time`` (epoch seconds just before the launch) and ``peak_rss_bytes``, the child's own
     peak resident memory: its ``VmHWM``, a high-water mark kept by the kernel and read every
@@ -257,7 +264,9 @@ def run_child(cmd: Sequence[str], log_path: Path, cwd: Path | None = None, env: 
     with open(log_path, "wb") as log:
         start_time = time.time()
         start = time.perf_counter()
-        proc = subprocess.Popen(list(cmd), cwd=cwd, env=env or child_env(), stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            list(cmd), cwd=cwd, env=env or child_env(), stdout=log, stderr=subprocess.STDOUT
+        )
         deadline = None if timeout is None else start + timeout
         while True:
             peak = max(peak, vm_hwm_bytes(proc.pid) or 0)
@@ -314,8 +323,12 @@ class GpuUtilisation:
         index = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0"
 
         def query() -> float:
-            out = subprocess.run([smi, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-i", index],
-                                 capture_output=True, text=True, timeout=5)
+            out = subprocess.run(
+                [smi, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-i", index],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            )
             return float(out.stdout.strip().splitlines()[0])
 
         try:
@@ -380,7 +393,9 @@ def gib(n_bytes: float | None) -> str:
     return "n/a" if n_bytes is None else f"{n_bytes / 2**30:.2f} GiB"
 
 
-def target_row(figure: str, value: str, target: str, met: bool | str | None, note: str = "") -> dict[str, Any]:
+def target_row(
+    figure: str, value: str, target: str, met: bool | str | None, note: str = ""
+) -> dict[str, Any]:
     """One line of the summary table; ``met``: True / False against a target, ``"report"`` for a
     figure without a target, None = not measured here."""
     return {"figure": figure, "value": value, "target": target, "met": met, "note": note}

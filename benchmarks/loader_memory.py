@@ -44,11 +44,15 @@ def peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024  # KiB on Linux
 
 
-def make_dataset(root: Path, num_images: int, size: int, unique: int, copy: bool, seed: int) -> Path:
+def make_dataset(
+    root: Path, num_images: int, size: int, unique: int, copy: bool, seed: int
+) -> Path:
     from smallobj_pipeline.detection.data.sample import generate_sample_dataset
 
     unique = max(1, min(unique, num_images))
-    generate_sample_dataset(root, num_images=unique, image_size=size, seed=seed, min_objects=10, max_objects=40)
+    generate_sample_dataset(
+        root, num_images=unique, image_size=size, seed=seed, min_objects=10, max_objects=40
+    )
     data = json.loads((root / "annotations.json").read_text())
     images, annotations = list(data["images"]), list(data["annotations"])
     next_ann = max(a["id"] for a in annotations) + 1
@@ -67,15 +71,30 @@ def make_dataset(root: Path, num_images: int, size: int, unique: int, copy: bool
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--num-images", type=int, default=2000)
     parser.add_argument("--size", type=int, default=1024, help="image side in pixels")
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (0: the CPU default)")
-    parser.add_argument("--unique", type=int, default=20, help="distinct images rendered (the rest are links)")
-    parser.add_argument("--copy", action="store_true", help="copy instead of hard-linking the repeated images")
-    parser.add_argument("--workdir", type=Path, default=None, help="where to write the dataset (default: a temp dir)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="DataLoader workers (0: the CPU default)"
+    )
+    parser.add_argument(
+        "--unique", type=int, default=20, help="distinct images rendered (the rest are links)"
+    )
+    parser.add_argument(
+        "--copy", action="store_true", help="copy instead of hard-linking the repeated images"
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where to write the dataset (default: a temp dir)",
+    )
+    parser.add_argument(
+        "--json", type=Path, default=None, help="also write the numbers to this JSON file"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -90,15 +109,26 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="loader_memory_", dir=args.workdir))
     try:
         t0 = time.perf_counter()
-        root = make_dataset(tmp / "coco", args.num_images, args.size, args.unique, args.copy, args.seed)
+        root = make_dataset(
+            tmp / "coco", args.num_images, args.size, args.unique, args.copy, args.seed
+        )
         setup_s = time.perf_counter() - t0
         coco = CocoDataset.from_dir(root)
         on_disk = sum((root / img["file_name"]).stat().st_size for img in coco.images)
-        decoded_uint8 = sum(int(img["width"]) * int(img["height"]) for img in coco.images)  # 1 channel
-        transform = build_transform({"hflip": 0.5, "vflip": 0.5, "rotate90": 0.5,
-                                     "crop": {"p": 0.3, "scale": [0.5, 1.0]}}, train=True, seed=args.seed)
-        train_set = DetectionDataset(coco, [img["id"] for img in coco.images], in_channels=1, transform=transform)
-        cfg = TrainConfig.from_dict({"batch_size": args.batch_size, "num_workers": args.workers, "device": "cpu"})
+        decoded_uint8 = sum(
+            int(img["width"]) * int(img["height"]) for img in coco.images
+        )  # 1 channel
+        transform = build_transform(
+            {"hflip": 0.5, "vflip": 0.5, "rotate90": 0.5, "crop": {"p": 0.3, "scale": [0.5, 1.0]}},
+            train=True,
+            seed=args.seed,
+        )
+        train_set = DetectionDataset(
+            coco, [img["id"] for img in coco.images], in_channels=1, transform=transform
+        )
+        cfg = TrainConfig.from_dict(
+            {"batch_size": args.batch_size, "num_workers": args.workers, "device": "cpu"}
+        )
         loader = Trainer(torch.nn.Identity(), train_set, None, cfg, name="loader_memory")._loader(0)
 
         baseline = rss_mib()
@@ -128,8 +158,11 @@ def main(argv: list[str] | None = None) -> int:
             "peak_rss_before_loop_mib": round(peak_before, 1),
             "peak_growth_during_loop_mib": round(max(0.0, peak - peak_before), 1),
             "workers_peak_rss_mib": round(children_peak, 1) if args.workers else None,
-            # what the loop added to the peak, as a fraction of the decoded dataset (all in memory: >= 1)
-            "peak_growth_over_decoded_float32": round(max(0.0, peak - peak_before) / (4 * decoded_uint8 / mib), 4),
+            # what the loop added to the peak, as a fraction of the decoded dataset (all in memory:
+            # >= 1)
+            "peak_growth_over_decoded_float32": round(
+                max(0.0, peak - peak_before) / (4 * decoded_uint8 / mib), 4
+            ),
             "setup_seconds": round(setup_s, 1),
             "iterate_seconds": round(iterate_s, 1),
             "images_per_second": round(n_images / iterate_s, 1) if iterate_s else None,
@@ -140,9 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{result['images_loaded']} images of {args.size} px in {result['iterate_seconds']} s "
         f"({result['images_per_second']} img/s, batch {args.batch_size}, {args.workers} workers)\n"
-        f"dataset: {result['dataset_on_disk_mib']} MiB on disk, {result['dataset_decoded_uint8_mib']} MiB decoded "
+        f"dataset: {result['dataset_on_disk_mib']} MiB on disk, "
+        f"{result['dataset_decoded_uint8_mib']} MiB decoded "
         f"(uint8), {result['dataset_decoded_float32_mib']} MiB as float32 tensors\n"
-        f"process RSS: {result['rss_before_loop_mib']} MiB before the loop, peak {result['peak_rss_mib']} MiB "
+        f"process RSS: {result['rss_before_loop_mib']} MiB before the loop, peak "
+        f"{result['peak_rss_mib']} MiB "
         f"(+{result['peak_growth_during_loop_mib']} MiB during the loop)"
         + (f", workers' peak {result['workers_peak_rss_mib']} MiB" if args.workers else "")
     )

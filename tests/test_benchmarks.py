@@ -34,7 +34,11 @@ def test_smoke_evaluation_run_writes_results_page_and_keeps_full_page(partial_di
     assert "Smoke run" in page
     assert "python benchmarks/run_all.py --quick --only evaluation" in page
     # the summary row proving equality with pycocotools, and its status
-    row = next(line for line in page.splitlines() if line.startswith("| evaluation numbers equal to pycocotools"))
+    row = next(
+        line
+        for line in page.splitlines()
+        if line.startswith("| evaluation numbers equal to pycocotools")
+    )
     assert "| met |" in row
     raw = json.loads((partial_dir / "benchmarks_quick.json").read_text())
     ev = raw["sections"]["evaluation"]
@@ -45,9 +49,13 @@ def test_smoke_evaluation_run_writes_results_page_and_keeps_full_page(partial_di
 
 
 def test_failing_section_is_reported_and_others_kept(partial_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(run_all, "SECTIONS", {"evaluation": "bench_evaluation", "broken": "no_such_bench_module"})
+    monkeypatch.setattr(
+        run_all, "SECTIONS", {"evaluation": "bench_evaluation", "broken": "no_such_bench_module"}
+    )
 
-    rc = run_all.main(["--quick", "--only", "broken,evaluation", "--workdir", str(tmp_path / "work")])
+    rc = run_all.main(
+        ["--quick", "--only", "broken,evaluation", "--workdir", str(tmp_path / "work")]
+    )
 
     assert rc == 1
     page = (partial_dir / "benchmarks_quick.md").read_text()
@@ -71,11 +79,17 @@ def test_child_peak_memory_is_the_childs_own_not_the_parents(tmp_path):
     import common
 
     ballast = bytearray(400 * 2**20)  # a 400 MiB parent
-    ballast[:: 4096] = b"\x01" * len(ballast[:: 4096])
+    ballast[::4096] = b"\x01" * len(ballast[::4096])
     small = common.run_child([sys.executable, "-c", "pass"], tmp_path / "small.log")
     big = common.run_child(
-        [sys.executable, "-c", "import time; b = bytearray(300 * 2**20); b[::4096] = b'1' * len(b[::4096]); time.sleep(0.3)"],
-        tmp_path / "big.log")
+        [
+            sys.executable,
+            "-c",
+            "import time; b = bytearray(300 * 2**20); b[::4096] = b'1' * len(b[::4096]); "
+            "time.sleep(0.3)",
+        ],
+        tmp_path / "big.log",
+    )
     del ballast
     assert small["returncode"] == big["returncode"] == 0
     assert small["peak_rss_bytes"] < 100 * 2**20

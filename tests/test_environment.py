@@ -12,5 +12,7 @@ def test_torchvision_nms_runs_with_installed_torch():
     # the second box overlaps the first (IoU 0.81) and is suppressed; the third is kept
     assert keep.tolist() == [0, 2]
     major, minor = (int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
-    assert (major, minor) >= (2, 14), "the local CPU-only torch 2.13 build cannot load torchvision ops"
+    assert (major, minor) >= (2, 14), (
+        "the local CPU-only torch 2.13 build cannot load torchvision ops"
+    )
     assert torchvision.__version__.split("+")[0].startswith("0.29")

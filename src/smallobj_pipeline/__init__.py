@@ -1,4 +1,3 @@
-"""smallobj_pipeline
-"""
+"""smallobj_pipeline"""
 
 __version__ = "0.1"

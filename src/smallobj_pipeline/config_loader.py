@@ -30,8 +30,7 @@ class ConfigFileError(click.ClickException, ConfigError):
     """A config file is not valid YAML (or not UTF-8). ``path``, ``line`` and ``column``
     (1-based; None when unknown) say where."""
 
-    def __init__(self, message: str, path: str, line: int | None = None,
-                 column: int | None = None):
+    def __init__(self, message: str, path: str, line: int | None = None, column: int | None = None):
         super().__init__(message)
         self.path, self.line, self.column = path, line, column
 
@@ -67,7 +66,9 @@ def yaml_error(path: str, text: str, exc: yaml.YAMLError) -> ConfigFileError:
     return ConfigFileError(
         f"Invalid YAML in {path}, line {line}, column {column}: {detail}."
         + _excerpt(text, line, column),
-        path, line, column,
+        path,
+        line,
+        column,
     )
 
 
@@ -78,7 +79,9 @@ def decode_error(path: str, data: bytes, exc: UnicodeDecodeError) -> ConfigFileE
     return ConfigFileError(
         f"Config file {path} is not UTF-8 text: byte 0x{data[exc.start]:02x} at line {line}, "
         f"column {column} (byte offset {exc.start}); save it as UTF-8.",
-        path, line, column,
+        path,
+        line,
+        column,
     )
 
 
@@ -106,8 +109,9 @@ class ProjectConfigLoader(OmegaConfigLoader):
     """``OmegaConfigLoader`` raising :class:`ConfigFileError` (naming the file, line and column)
     for a config file that is not valid YAML, instead of a message saying ``in "<file>"``."""
 
-    def _read_dir_configs(self, conf_path: str, patterns: Iterable[str], *args: Any,
-                          **kwargs: Any) -> dict:
+    def _read_dir_configs(
+        self, conf_path: str, patterns: Iterable[str], *args: Any, **kwargs: Any
+    ) -> dict:
         patterns = list(patterns)
         try:
             return super()._read_dir_configs(conf_path, patterns, *args, **kwargs)
@@ -119,15 +123,17 @@ class ProjectConfigLoader(OmegaConfigLoader):
                 raise
             raise found from None
 
-    def _find_file_error(self, conf_path: str, patterns: list[str],
-                         original: BaseException) -> ConfigFileError | None:
+    def _find_file_error(
+        self, conf_path: str, patterns: list[str], original: BaseException
+    ) -> ConfigFileError | None:
         """Parse the files Kedro read for ``patterns`` again, each under its own name; the first
         whose error matches ``original`` (else the first that fails) is the one at fault."""
         paths = set()
         for pattern in patterns:
             for each in self._fs.glob(Path(f"{conf_path!s}/{pattern}").as_posix()):
-                if (not self.ignore_hidden or not self._is_hidden(each)) and \
-                        self._is_valid_config_path(Path(each)):
+                if (
+                    not self.ignore_hidden or not self._is_hidden(each)
+                ) and self._is_valid_config_path(Path(each)):
                     paths.add(Path(each).as_posix())
         failures = []
         for path in sorted(paths):

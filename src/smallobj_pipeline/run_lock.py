@@ -124,13 +124,18 @@ def describe_holder(info: dict[str, Any] | None, info_path: Path) -> str:
         return f"a process that has not written {info_path.name} yet (it has just started)"
     pid = info.get("pid")
     who = f"pid {pid}" + (" (this process, another thread)" if pid == os.getpid() else "")
-    return (f"{who} on host {info.get('host', '?')}, started {info.get('started', '?')}, "
-            f"command: {info.get('command', '?')}")
+    return (
+        f"{who} on host {info.get('host', '?')}, started {info.get('started', '?')}, "
+        f"command: {info.get('command', '?')}"
+    )
 
 
 def _busy_message(data_dir: Path, holder: str, waited: float) -> str:
-    waited_text = (f"This run waited {waited:g} s ({WAIT_ENV}) and stopped before running any node."
-                   if waited else "This run stopped before running any node.")
+    waited_text = (
+        f"This run waited {waited:g} s ({WAIT_ENV}) and stopped before running any node."
+        if waited
+        else "This run stopped before running any node."
+    )
     return (
         f"Another Kedro run is using the data folder {data_dir}: {holder}. {waited_text} "
         f"To make a run wait for the folder instead, set {WAIT_ENV} to the seconds to wait "
@@ -166,8 +171,13 @@ def acquire(data_dir: str | Path, run_id: str, wait: float | None = None) -> Non
     with _HELD_GUARD:
         hold = _HELD.get(key)
         if hold is not None and (hold.thread is current or not hold.thread.is_alive()):
-            logger.info("run lock %s: run %s of this process ended without releasing it "
-                        "(interrupted); run %s takes it over", lock_path, hold.run_id, run_id)
+            logger.info(
+                "run lock %s: run %s of this process ended without releasing it "
+                "(interrupted); run %s takes it over",
+                lock_path,
+                hold.run_id,
+                run_id,
+            )
             hold.run_id, hold.thread = run_id, current
             write_json(info_path, _holder_info(run_id))
             return
@@ -180,8 +190,13 @@ def acquire(data_dir: str | Path, run_id: str, wait: float | None = None) -> Non
         if wait == 0:
             raise DataFolderBusy(_busy_message(data_dir, holder, 0)) from None
         limit = "without limit" if wait < 0 else f"up to {wait:g} s"
-        logger.warning("Another Kedro run is using the data folder %s: %s. Waiting for it %s "
-                       "(%s).", data_dir, holder, limit, WAIT_ENV)
+        logger.warning(
+            "Another Kedro run is using the data folder %s: %s. Waiting for it %s (%s).",
+            data_dir,
+            holder,
+            limit,
+            WAIT_ENV,
+        )
         try:
             lock.acquire(timeout=wait, poll_interval=0.2)
         except Timeout:
