@@ -15,7 +15,7 @@ from smallobj_pipeline.detection.modeling.anchors import (
     effective_scale,
     resolve_small_object_defaults,
 )
-from smallobj_pipeline.detection.modeling.factory import ModelConfig
+from smallobj_pipeline.detection.modeling.config import ModelConfig
 
 ALL_ON = {"anchors": True, "detections": True, "input_scale": True}
 

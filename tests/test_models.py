@@ -15,7 +15,8 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from smallobj_pipeline.detection.errors import ConfigError, WeightsError
 from smallobj_pipeline.detection.modeling import weights as W
-from smallobj_pipeline.detection.modeling.factory import ModelConfig, build_model, count_parameters
+from smallobj_pipeline.detection.modeling.config import ModelConfig
+from smallobj_pipeline.detection.modeling.factory import build_model, count_parameters
 
 torch.set_num_threads(2)
 

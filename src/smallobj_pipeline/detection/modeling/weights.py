@@ -28,10 +28,11 @@ from typing import Any
 import torch
 
 from ..checkpoint import load_checkpoint
+from ..constants import BACKBONES, VARIANTS
 from ..errors import ConfigError, WeightsError
 
-BACKBONE_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")
-FULL_VARIANTS = ("v1", "v2")
+BACKBONE_ARCHS = BACKBONES  # every backbone has torchvision ImageNet weights
+FULL_VARIANTS = VARIANTS  # both variants have torchvision COCO weights (resnet50)
 DEFAULT_SEARCH_DIRS: tuple[str, ...] = ("data/06_models/backbones",)
 TORCHVISION_SPECS = (None, "torchvision", "default")
 NAME_SUFFIXES = ("", ".pt", ".pth")
@@ -60,7 +61,10 @@ def _full_enums() -> dict[str, Any]:
         FasterRCNN_ResNet50_FPN_Weights,
     )
 
-    return {"v1": FasterRCNN_ResNet50_FPN_Weights.COCO_V1, "v2": FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1}
+    return {
+        "v1": FasterRCNN_ResNet50_FPN_Weights.COCO_V1,
+        "v2": FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1,
+    }
 
 
 def torchvision_weight_url(kind: str, arch: str, variant: str = "v1") -> str:
@@ -69,13 +73,17 @@ def torchvision_weight_url(kind: str, arch: str, variant: str = "v1") -> str:
     if kind == "backbone":
         enums = _backbone_enums()
         if arch not in enums:
-            raise ConfigError(f"no torchvision ImageNet weights known for backbone {arch!r}; known: {sorted(enums)}")
+            raise ConfigError(
+                f"no torchvision ImageNet weights known for backbone {arch!r}; "
+                f"known: {sorted(enums)}"
+            )
         return enums[arch].url
     if kind == "full":
         if arch != "resnet50":
             raise ConfigError(
-                f"pretrained 'full' (COCO detector weights) exists only for the resnet50 backbone "
-                f"(v1 and v2), not for {arch!r}: use pretrained 'backbone' (ImageNet) or 'none' for {arch}"
+                "pretrained 'full' (COCO detector weights) exists only for the resnet50 backbone "
+                f"(v1 and v2), not for {arch!r}: use pretrained 'backbone' (ImageNet) or 'none' "
+                f"for {arch}"
             )
         enums = _full_enums()
         if variant not in enums:
@@ -92,7 +100,12 @@ def torchvision_weight_filename(kind: str, arch: str, variant: str = "v1") -> st
 def torchvision_weight_files() -> dict[str, str]:
     """``{"backbone/resnet18": "resnet18-f37072fd.pth", ..., "full/resnet50_v1": ...}``."""
     out = {f"backbone/{a}": torchvision_weight_filename("backbone", a) for a in BACKBONE_ARCHS}
-    out.update({f"full/resnet50_{v}": torchvision_weight_filename("full", "resnet50", v) for v in FULL_VARIANTS})
+    out.update(
+        {
+            f"full/resnet50_{v}": torchvision_weight_filename("full", "resnet50", v)
+            for v in FULL_VARIANTS
+        }
+    )
     return out
 
 
@@ -148,9 +161,10 @@ def resolve_weight_file(
         also = f" (also looked in: {', '.join(str(d.resolve()) for d in dirs)})" if dirs else ""
         raise WeightsError(
             f"{what} not found: file '{name}' is not in {hub.resolve()}{also}. "
-            f"Pretrained weights are never downloaded. On a machine with internet access fetch {url} "
-            f"and copy it to {hub.resolve()}/{name} (the torch hub cache, $TORCH_HOME/hub/checkpoints), "
-            f"or set model.weights_path to the file's path, or use pretrained: none."
+            "Pretrained weights are never downloaded. On a machine with internet access fetch "
+            f"{url} and copy it to {hub.resolve()}/{name} (the torch hub cache, "
+            "$TORCH_HOME/hub/checkpoints), or set model.weights_path to the file's path, or use "
+            "pretrained: none."
         )
 
     path = Path(spec).expanduser()
@@ -174,8 +188,9 @@ def resolve_weight_file(
     expected = name if name.endswith((".pt", ".pth")) else f"{name}.pt"
     raise WeightsError(
         f"{kind} weights named {name!r} not found: expected file '{expected}' in {where} "
-        f"(tried {tried}). Put the file there (a backbone pretrained in this project is saved there), "
-        f"or set model.weights_path to an explicit path, or model.weights_dir to the folder holding it."
+        f"(tried {tried}). Put the file there (a backbone pretrained in this project is saved "
+        "there), or set model.weights_path to an explicit path, or model.weights_dir to the "
+        "folder holding it."
     )
 
 
@@ -195,17 +210,20 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 data = data[key]
                 break
     if not isinstance(data, Mapping) or not data:
-        raise WeightsError(f"{path}: expected a state dict (a dict of tensors), got {type(data).__name__}")
+        raise WeightsError(
+            f"{path}: expected a state dict (a dict of tensors), got {type(data).__name__}"
+        )
     bad = [k for k, v in data.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         raise WeightsError(
-            f"{path}: not a state dict: {len(bad)} entr{'y is' if len(bad) == 1 else 'ies are'} not tensors "
-            f"(e.g. {bad[:3]}); expected a raw state dict or a checkpoint with a 'model' or 'state_dict' key"
+            f"{path}: not a state dict: {len(bad)} entr{'y is' if len(bad) == 1 else 'ies are'} "
+            f"not tensors (e.g. {bad[:3]}); expected a raw state dict or a checkpoint with a "
+            "'model' or 'state_dict' key"
         )
     out: dict[str, torch.Tensor] = {}
     for key, value in data.items():
         while key.startswith("module."):
-            key = key[len("module."):]
+            key = key[len("module.") :]
         out[key] = value
     return out
 
@@ -216,10 +234,14 @@ def strip_to_resnet_body(state: Mapping[str, torch.Tensor]) -> dict[str, torch.T
     (``backbone.conv1.weight``...). The prefix is found from the stem conv beside ``layer1.0``."""
     marker = "layer1.0.conv1.weight"
     prefixes = sorted(
-        {k[: -len(marker)] for k in state if k.endswith(marker) and f"{k[: -len(marker)]}conv1.weight" in state},
+        {
+            k[: -len(marker)]
+            for k in state
+            if k.endswith(marker) and f"{k[: -len(marker)]}conv1.weight" in state
+        },
         key=len,
     )
     if not prefixes:
         return dict(state)
     prefix = prefixes[0]
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
