@@ -3,8 +3,9 @@
 Augmentation applies to the training split only: :func:`build_transform` returns ``None`` for
 ``train=False`` and when disabled.
 
-Parameter schema (the ``augmentation`` section of an experiment; every entry is optional, and an
-entry set to ``null``, ``false`` or ``0`` is off)::
+Parameter schema (the ``augmentation`` section of an experiment), declared once with defaults
+and descriptions in :class:`AugmentationConfig`; every entry is optional, and an entry set to
+``null``, ``false`` or ``0`` is off. An example::
 
     enabled: true               # false: no augmentation at all
     min_visibility: 0.3         # drop a box keeping less than this fraction of its area
@@ -51,45 +52,196 @@ import math
 import random
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import albumentations as A
 import cv2
 import numpy as np
 from albumentations.augmentations.crops import functional as fcrops
 from albumentations.augmentations.geometric import functional as fgeometric
+from pydantic import AfterValidator, BeforeValidator, Field, Strict
+from pydantic_core import PydanticCustomError
 
-from ..errors import ConfigError
+from ..modeling.config import ConfigSection, Fraction, none_is, parse_section
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
     from .coco import CocoDataset
 
-TOP_LEVEL_KEYS = (
-    "enabled",
-    "min_visibility",
-    "min_area",
-    "hflip",
-    "vflip",
-    "rotate90",
-    "crop",
-    "affine",
-    "brightness_contrast",
-    "noise",
-    "blur",
-)
-# defaults of each dict entry (used for keys left out, and for a bare probability)
-ENTRY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "crop": {"p": 0.3, "scale": [0.5, 1.0]},
-    "affine": {"p": 0.3, "scale": [0.8, 1.2], "translate": 0.05, "rotate": 10.0, "rotate_method": "largest_box"},
-    "brightness_contrast": {"p": 0.3, "limit": 0.2},
-    "noise": {"p": 0.2, "std": [0.01, 0.05]},
-    "blur": {"p": 0.1, "limit": 3},
-}
-DEFAULT_MIN_VISIBILITY = 0.3
-DEFAULT_MIN_AREA = 4.0
 MIN_SIDE_PX = 1.0
+PREVIEW_COLOURS = ["#ff3b30", "#34c759", "#0a84ff", "#ffcc00", "#af52de", "#ff9500", "#5ac8fa"]
+
+
+# ---------------------------------------------------------------------------- config
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _off_is_zero(value: Any) -> Any:
+    return 0.0 if value is None or value is False else value
+
+
+def _entry_shorthand(value: Any) -> Any:
+    """``null``/``false``/``0``: off; a bare probability: the entry's defaults with that ``p``."""
+    if value is None or value is False or (_is_number(value) and value == 0):
+        return None
+    return {"p": value} if _is_number(value) else value
+
+
+def _ordered(pair: tuple[float, float]) -> tuple[float, float]:
+    if pair[0] > pair[1]:
+        raise PydanticCustomError("range_order", "Input should be [low, high] with low <= high")
+    return pair
+
+
+def _odd(value: int) -> int:
+    if value % 2 == 0:
+        raise PydanticCustomError("odd", "Input should be an odd integer >= 3")
+    return value
+
+
+def Range(low: float, high: float | None) -> Any:  # noqa: N802 - a type, used as one
+    """``[low, high]`` within the bounds (a single number ``v`` is ``[v, v]``)."""
+    bound = Annotated[float, Strict(), Field(ge=low, le=high)]
+    return Annotated[
+        tuple[bound, bound],
+        AfterValidator(_ordered),
+        BeforeValidator(lambda v: [v, v] if _is_number(v) else v),
+    ]
+
+
+Probability = Annotated[Fraction, BeforeValidator(_off_is_zero)]  # null/false: 0 (off)
+
+
+class CropEntry(ConfigSection):
+    """Random crop placed on a box, resized back to the input size (:class:`RandomScaleCrop`)."""
+
+    p: Probability = Field(0.3, description="probability")
+    scale: Range(1e-3, 1.0) = Field(
+        (0.5, 1.0), description="crop side as a fraction of the image's, [low, high]"
+    )
+
+    def transform(self) -> A.BasicTransform:
+        return RandomScaleCrop(scale=self.scale, p=self.p)
+
+
+class AffineEntry(ConfigSection):
+    """Scale, translation and rotation (``A.Affine``), borders filled with 0."""
+
+    # fmt: off
+    p: Probability = Field(0.3, description="probability")
+    scale: Range(1e-3, None) = Field((0.8, 1.2), description="scale factor range [low, high]")
+    translate: Annotated[Fraction, none_is(0.0)] = Field(0.05, description=(
+        "translation, +- this fraction of the size; null: 0"))
+    rotate: Annotated[float, Strict(), Field(ge=0.0, le=180.0), none_is(0.0)] = Field(
+        10.0, description="rotation, +- this many degrees; null: 0")
+    rotate_method: Literal["largest_box", "ellipse"] = Field(
+        "largest_box", description="how a rotated box is bounded: largest_box | ellipse")
+    # fmt: on
+
+    def transform(self) -> A.BasicTransform:
+        return A.Affine(
+            scale=self.scale,
+            translate_percent=(-self.translate, self.translate),
+            rotate=(-self.rotate, self.rotate),
+            rotate_method=self.rotate_method,
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=0,
+            p=self.p,
+        )
+
+
+class BrightnessContrastEntry(ConfigSection):
+    """Brightness and contrast change (``A.RandomBrightnessContrast``)."""
+
+    p: Probability = Field(0.3, description="probability")
+    limit: Annotated[Fraction, none_is(0.2)] = Field(
+        0.2, description="brightness and contrast change in +-limit"
+    )
+
+    def transform(self) -> A.BasicTransform:
+        return A.RandomBrightnessContrast(
+            brightness_limit=self.limit, contrast_limit=self.limit, p=self.p
+        )
+
+
+class NoiseEntry(ConfigSection):
+    """Gaussian noise (``A.GaussNoise``)."""
+
+    p: Probability = Field(0.2, description="probability")
+    std: Range(0.0, 1.0) = Field(
+        (0.01, 0.05), description="noise std range as a fraction of 255, [low, high]"
+    )
+
+    def transform(self) -> A.BasicTransform:
+        return A.GaussNoise(std_range=self.std, p=self.p)
+
+
+class BlurEntry(ConfigSection):
+    """Box blur (``A.Blur``)."""
+
+    p: Probability = Field(0.1, description="probability")
+    limit: Annotated[int, Strict(), Field(ge=3), AfterValidator(_odd)] = Field(
+        3, description="largest kernel size, odd (kernel drawn in 3..limit)"
+    )
+
+    def transform(self) -> A.BasicTransform:
+        return A.Blur(blur_limit=(3, self.limit), p=self.p)
+
+
+def Entry(cls: type[ConfigSection]) -> Any:  # noqa: N802 - a type, used as one
+    """An entry: a mapping of ``cls``'s keys, a bare probability, or ``null``/``false``/0 (off)."""
+    return Annotated[cls | None, BeforeValidator(_entry_shorthand)]
+
+
+class AugmentationConfig(ConfigSection):
+    """The ``augmentation`` section: which transforms, how often, how boxes are kept."""
+
+    SECTION: ClassVar[str] = "augmentation"
+
+    # fmt: off
+    enabled: Annotated[bool, Strict()] = Field(True, description="false: no augmentation at all")
+    min_visibility: Annotated[Fraction, none_is(0.3)] = Field(0.3, description=(
+        "drop a box keeping less than this fraction of its area"))
+    min_area: Annotated[float, Strict(), Field(ge=0.0), none_is(4.0)] = Field(4.0, description=(
+        "drop a box smaller than this many pixels (after the transform)"))
+    hflip: Probability = Field(0.0, description="probability of a horizontal flip")
+    vflip: Probability = Field(0.0, description="probability of a vertical flip")
+    rotate90: Probability = Field(0.0, description=(
+        "probability of a rotation by a random multiple of 90 degrees"))
+    crop: Entry(CropEntry) = Field(None, description=(
+        "zoom-in crop placed on a box: {p, scale}, a bare probability, or null (off)"))
+    affine: Entry(AffineEntry) = Field(None, description=(
+        "{p, scale, translate, rotate, rotate_method}, a bare probability, or null (off)"))
+    brightness_contrast: Entry(BrightnessContrastEntry) = Field(None, description=(
+        "{p, limit}, a bare probability, or null (off)"))
+    noise: Entry(NoiseEntry) = Field(None, description=(
+        "Gaussian noise: {p, std}, a bare probability, or null (off)"))
+    blur: Entry(BlurEntry) = Field(None, description=(
+        "box blur: {p, limit}, a bare probability, or null (off)"))
+    # fmt: on
+
+    def transforms(self) -> list[A.BasicTransform]:
+        """The transforms switched on, in the order they are applied."""
+        out = [entry.transform() for entry in (self.crop, self.affine) if _on(entry)]
+        for p, cls in (
+            (self.hflip, A.HorizontalFlip),
+            (self.vflip, A.VerticalFlip),
+            (self.rotate90, A.RandomRotate90),
+        ):
+            if p:
+                out.append(cls(p=p))
+        entries = (self.brightness_contrast, self.noise, self.blur)
+        return out + [entry.transform() for entry in entries if _on(entry)]
+
+
+def _on(entry: ConfigSection | None) -> bool:
+    return entry is not None and entry.p > 0
+
+
+TOP_LEVEL_KEYS = tuple(AugmentationConfig.model_fields)
 
 
 class RandomScaleCrop(A.DualTransform):
@@ -108,7 +260,9 @@ class RandomScaleCrop(A.DualTransform):
     def targets_as_params(self) -> list[str]:
         return []
 
-    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    def get_params_dependent_on_data(
+        self, params: dict[str, Any], data: dict[str, Any]
+    ) -> dict[str, Any]:
         height, width = params["shape"][:2]
         s = self.py_random.uniform(*self.scale)
         crop_h = min(height, max(1, round(height * s)))
@@ -126,15 +280,21 @@ class RandomScaleCrop(A.DualTransform):
         y0 = self.py_random.randint(y_lo, y_hi)
         return {"crop_coords": (x0, y0, x0 + crop_w, y0 + crop_h)}
 
-    def apply(self, img: np.ndarray, crop_coords: tuple[int, int, int, int], **params: Any) -> np.ndarray:
+    def apply(
+        self, img: np.ndarray, crop_coords: tuple[int, int, int, int], **params: Any
+    ) -> np.ndarray:
         crop = fcrops.crop(img, *crop_coords)
         return fgeometric.resize(crop, tuple(params["shape"][:2]), cv2.INTER_LINEAR)
 
-    def apply_to_mask(self, mask: np.ndarray, crop_coords: tuple[int, int, int, int], **params: Any) -> np.ndarray:
+    def apply_to_mask(
+        self, mask: np.ndarray, crop_coords: tuple[int, int, int, int], **params: Any
+    ) -> np.ndarray:
         crop = fcrops.crop(mask, *crop_coords)
         return fgeometric.resize(crop, tuple(params["shape"][:2]), cv2.INTER_NEAREST)
 
-    def apply_to_bboxes(self, bboxes: np.ndarray, crop_coords: tuple[int, int, int, int], **params: Any) -> np.ndarray:
+    def apply_to_bboxes(
+        self, bboxes: np.ndarray, crop_coords: tuple[int, int, int, int], **params: Any
+    ) -> np.ndarray:
         # normalised coordinates relative to the window are unchanged by the resize
         return fcrops.crop_bboxes_by_coords(bboxes, crop_coords, params["shape"][:2])
 
@@ -182,65 +342,21 @@ class SeededCompose(A.Compose):
 
 
 # ---------------------------------------------------------------------------- building
-def build_transform(cfg: Mapping[str, Any] | None, train: bool = True, seed: int | None = None) -> A.Compose | None:
-    """The training augmentation pipeline described by ``cfg`` (schema in the module docstring),
-    or ``None`` for evaluation splits (``train=False``), an empty/missing section or
-    ``enabled: false``. ``seed`` makes the sequence reproducible (see :func:`seed_transform`)."""
+def build_transform(
+    cfg: Mapping[str, Any] | AugmentationConfig | None,
+    train: bool = True,
+    seed: int | None = None,
+) -> A.Compose | None:
+    """The training augmentation pipeline described by ``cfg`` (:class:`AugmentationConfig` or
+    a mapping of its keys), or ``None`` for evaluation splits (``train=False``), an
+    empty/missing section or ``enabled: false``. The config is checked in every case, so typos
+    surface early (:class:`ConfigError`). ``seed`` makes the sequence reproducible (see
+    :func:`seed_transform`)."""
     if cfg is None:
         return None
-    if not isinstance(cfg, Mapping):
-        raise ConfigError(f"augmentation must be a mapping of {list(TOP_LEVEL_KEYS)}, got {type(cfg).__name__}")
-    unknown = [k for k in cfg if k not in TOP_LEVEL_KEYS]
-    if unknown:
-        raise ConfigError(f"augmentation: unknown key(s) {unknown}; valid keys are {list(TOP_LEVEL_KEYS)}")
-    # validate everything even when disabled or for evaluation, so typos surface early
-    enabled = cfg.get("enabled", True)
-    if not isinstance(enabled, bool):
-        raise ConfigError(f"augmentation.enabled must be true or false, got {enabled!r}")
-    min_visibility = _number(cfg, "min_visibility", DEFAULT_MIN_VISIBILITY, 0.0, 1.0)
-    min_area = _number(cfg, "min_area", DEFAULT_MIN_AREA, 0.0, None)
-    transforms: list[Any] = []
-
-    crop = _entry(cfg, "crop")
-    if crop:
-        transforms.append(RandomScaleCrop(scale=_range(crop, "crop", "scale", 1e-3, 1.0), p=crop["p"]))
-    affine = _entry(cfg, "affine")
-    if affine:
-        translate = _number(affine, "translate", 0.0, 0.0, 1.0, where="augmentation.affine")
-        rotate = _number(affine, "rotate", 0.0, 0.0, 180.0, where="augmentation.affine")
-        method = affine.get("rotate_method", "largest_box")
-        if method not in ("largest_box", "ellipse"):
-            raise ConfigError(f"augmentation.affine.rotate_method must be largest_box or ellipse, got {method!r}")
-        transforms.append(
-            A.Affine(
-                scale=_range(affine, "affine", "scale", 1e-3, None),
-                translate_percent=(-translate, translate),
-                rotate=(-rotate, rotate),
-                rotate_method=method,
-                border_mode=cv2.BORDER_CONSTANT,
-                fill=0,
-                p=affine["p"],
-            )
-        )
-    for key, cls in (("hflip", A.HorizontalFlip), ("vflip", A.VerticalFlip), ("rotate90", A.RandomRotate90)):
-        p = _probability(cfg.get(key), f"augmentation.{key}")
-        if p:
-            transforms.append(cls(p=p))
-    bc = _entry(cfg, "brightness_contrast")
-    if bc:
-        limit = _number(bc, "limit", 0.2, 0.0, 1.0, where="augmentation.brightness_contrast")
-        transforms.append(A.RandomBrightnessContrast(brightness_limit=limit, contrast_limit=limit, p=bc["p"]))
-    noise = _entry(cfg, "noise")
-    if noise:
-        transforms.append(A.GaussNoise(std_range=_range(noise, "noise", "std", 0.0, 1.0), p=noise["p"]))
-    blur = _entry(cfg, "blur")
-    if blur:
-        limit = blur.get("limit", 3)
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 3 or limit % 2 == 0:
-            raise ConfigError(f"augmentation.blur.limit must be an odd integer >= 3, got {limit!r}")
-        transforms.append(A.Blur(blur_limit=(3, limit), p=blur["p"]))
-
-    if not train or not enabled or not transforms:
+    aug = parse_section(AugmentationConfig, cfg)
+    transforms = aug.transforms()
+    if not train or not aug.enabled or not transforms:
         return None
     with warnings.catch_warnings():
         # pixel-only pipelines (noise, blur...) leave boxes alone, which albumentations flags
@@ -250,8 +366,8 @@ def build_transform(cfg: Mapping[str, Any] | None, train: bool = True, seed: int
             bbox_params=A.BboxParams(
                 format="pascal_voc",
                 label_fields=["labels"],
-                min_visibility=min_visibility,
-                min_area=min_area,
+                min_visibility=aug.min_visibility,
+                min_area=aug.min_area,
                 clip=True,
             ),
         )
@@ -266,66 +382,6 @@ def seed_transform(transform: A.Compose | None, seed: int) -> None:
     Works on any ``A.Compose``; on a :class:`SeededCompose` it equals ``set_random_seed``."""
     if transform is not None:
         transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
-
-
-def _entry(cfg: Mapping[str, Any], key: str) -> dict[str, Any] | None:
-    """A dict entry with defaults filled in, or None when off."""
-    value = cfg.get(key)
-    where = f"augmentation.{key}"
-    if value is None or value is False or (_is_number(value) and value == 0):
-        return None
-    defaults = ENTRY_DEFAULTS[key]
-    if _is_number(value):
-        out = dict(defaults, p=_probability(value, where))
-    elif isinstance(value, Mapping):
-        unknown = [k for k in value if k not in defaults]
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {list(defaults)}")
-        out = {**defaults, **value}
-        out["p"] = _probability(out["p"], f"{where}.p")
-    else:
-        raise ConfigError(f"{where} must be a mapping {defaults}, a probability, or null; got {value!r}")
-    return out if out["p"] > 0 else None
-
-
-def _probability(value: Any, where: str) -> float:
-    if value is None or value is False:
-        return 0.0
-    if not _is_number(value) or not 0.0 <= float(value) <= 1.0:
-        raise ConfigError(f"{where} must be a probability in [0, 1] (or null for off), got {value!r}")
-    return float(value)
-
-
-def _number(cfg: Mapping[str, Any], key: str, default: float, lo: float, hi: float | None, where: str = "augmentation") -> float:
-    value = cfg.get(key, default)
-    if value is None:
-        value = default
-    if not _is_number(value) or value < lo or (hi is not None and value > hi):
-        bounds = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ConfigError(f"{where}.{key} must be a number {bounds}, got {value!r}")
-    return float(value)
-
-
-def _range(entry: Mapping[str, Any], name: str, key: str, lo: float, hi: float | None) -> tuple[float, float]:
-    value = entry.get(key)
-    where = f"augmentation.{name}.{key}"
-    if _is_number(value):
-        value = [value, value]
-    if (
-        not isinstance(value, Sequence)
-        or isinstance(value, str)
-        or len(value) != 2
-        or not all(_is_number(v) for v in value)
-        or not lo <= value[0] <= value[1]
-        or (hi is not None and value[1] > hi)
-    ):
-        bounds = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ConfigError(f"{where} must be [low, high] with low <= high, {bounds}; got {value!r}")
-    return float(value[0]), float(value[1])
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 # ---------------------------------------------------------------------------- applying
@@ -360,7 +416,9 @@ def apply_transform(
         new_image = new_image[..., 0]
     new_boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
     new_labels = np.asarray(out["labels"], dtype=np.int64).reshape(-1)
-    ok = ((new_boxes[:, 2] - new_boxes[:, 0]) >= MIN_SIDE_PX) & ((new_boxes[:, 3] - new_boxes[:, 1]) >= MIN_SIDE_PX)
+    ok = ((new_boxes[:, 2] - new_boxes[:, 0]) >= MIN_SIDE_PX) & (
+        (new_boxes[:, 3] - new_boxes[:, 1]) >= MIN_SIDE_PX
+    )
     return np.ascontiguousarray(new_image), new_boxes[ok], new_labels[ok]
 
 
@@ -381,24 +439,12 @@ def render_augmentation_grid(
     images as they are. Pixels are scaled by ``intensity`` (:mod:`.intensity`), as in training.
     """
     from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
 
-    from .intensity import to_display
-
-    if image_ids is None:
-        all_ids = [img["id"] for img in coco.images]
-        if not all_ids:
-            fig = Figure(figsize=(4, 1.5))
-            fig.text(0.5, 0.5, "no training images to preview", ha="center", va="center")
-            return fig
-        rng = np.random.default_rng(seed)
-        if len(all_ids) >= num_samples:
-            picked = sorted(rng.choice(len(all_ids), size=num_samples, replace=False).tolist())
-        else:
-            picked = [i % len(all_ids) for i in range(num_samples)]
-        ids = [all_ids[i] for i in picked]
-    else:
-        ids = list(image_ids)
+    ids = list(image_ids) if image_ids is not None else _preview_ids(coco, num_samples, seed)
+    if not ids and image_ids is None:
+        fig = Figure(figsize=(4, 1.5))
+        fig.text(0.5, 0.5, "no training images to preview", ha="center", va="center")
+        return fig
     if transform is not None:
         transform = copy.deepcopy(transform)
         seed_transform(transform, seed)
@@ -408,27 +454,56 @@ def render_augmentation_grid(
     nrows = max(1, math.ceil(n / ncols))
     fig = Figure(figsize=(3.2 * ncols, 3.4 * nrows))
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    colors = ["#ff3b30", "#34c759", "#0a84ff", "#ffcc00", "#af52de", "#ff9500", "#5ac8fa"]
     for ax, image_id in zip(axes, ids, strict=False):
-        image = coco.read_image(image_id, intensity)
-        anns = [a for a in coco.annotations_by_image.get(image_id, []) if not a.get("iscrowd", 0)]
-        boxes = np.array([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)
-        boxes[:, 2:] += boxes[:, :2]
-        labels = np.array([coco.label_of_category.get(a["category_id"], 0) for a in anns], dtype=np.int64)
-        image, boxes, labels = apply_transform(transform, image, boxes, labels)
-        image = to_display(image)
-        if image.ndim == 2:
-            ax.imshow(image, cmap="gray", vmin=0, vmax=255)
-        else:
-            ax.imshow(image)
-        for (x1, y1, x2, y2), label in zip(boxes, labels, strict=True):
-            ax.add_patch(
-                Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, linewidth=0.8, edgecolor=colors[int(label) % len(colors)])
-            )
-        ax.set_title(f"image {image_id}: {len(boxes)} boxes", fontsize=8)
-        ax.set_axis_off()
+        _preview_panel(ax, coco, image_id, transform, intensity)
     for ax in axes[n:]:
         fig.delaxes(ax)
-    fig.suptitle("Training augmentation" if transform is not None else "Training images (no augmentation)", fontsize=10)
+    title = (
+        "Training augmentation" if transform is not None else "Training images (no augmentation)"
+    )
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _preview_ids(coco: CocoDataset, num_samples: int, seed: int) -> list[Any]:
+    """``num_samples`` image ids drawn with ``seed`` (repeated when there are fewer images)."""
+    all_ids = [img["id"] for img in coco.images]
+    if not all_ids:
+        return []
+    rng = np.random.default_rng(seed)
+    if len(all_ids) >= num_samples:
+        picked = sorted(rng.choice(len(all_ids), size=num_samples, replace=False).tolist())
+    else:
+        picked = [i % len(all_ids) for i in range(num_samples)]
+    return [all_ids[i] for i in picked]
+
+
+def _preview_panel(
+    ax: Axes, coco: CocoDataset, image_id: Any, transform: A.Compose | None, intensity: Any
+) -> None:
+    """One image through ``transform``, its boxes drawn in their class colour."""
+    from matplotlib.patches import Rectangle
+
+    from .intensity import to_display
+
+    image = coco.read_image(image_id, intensity)
+    anns = [a for a in coco.annotations_by_image.get(image_id, []) if not a.get("iscrowd", 0)]
+    boxes = np.array([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)
+    boxes[:, 2:] += boxes[:, :2]
+    labels = np.array(
+        [coco.label_of_category.get(a["category_id"], 0) for a in anns], dtype=np.int64
+    )
+    image, boxes, labels = apply_transform(transform, image, boxes, labels)
+    image = to_display(image)
+    if image.ndim == 2:
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+    else:
+        ax.imshow(image)
+    for (x1, y1, x2, y2), label in zip(boxes, labels, strict=True):
+        colour = PREVIEW_COLOURS[int(label) % len(PREVIEW_COLOURS)]
+        ax.add_patch(
+            Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, linewidth=0.8, edgecolor=colour)
+        )
+    ax.set_title(f"image {image_id}: {len(boxes)} boxes", fontsize=8)
+    ax.set_axis_off()

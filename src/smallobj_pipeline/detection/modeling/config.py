@@ -127,6 +127,7 @@ class _Where(typing.NamedTuple):
     key: str  # the same without list indices: one message per key
     owner: type[BaseModel]  # the section class the last key belongs to
     description: str | None  # that key's description
+    inner: type[BaseModel] | None  # the section class of the value there, if it is one
 
 
 def describe_errors(exc: ValidationError, cls: type[BaseModel], section: str) -> list[str]:
@@ -137,7 +138,7 @@ def describe_errors(exc: ValidationError, cls: type[BaseModel], section: str) ->
     for err in exc.errors():
         if err["type"] == "extra_forbidden":
             where = _walk(err["loc"][:-1], cls, section)
-            unknown.setdefault(where.path, ([], where.owner))[0].append(str(err["loc"][-1]))
+            unknown.setdefault(where.path, ([], where.inner or cls))[0].append(str(err["loc"][-1]))
             continue
         where = _walk(err["loc"], cls, section)
         # the deepest error of a union is the alternative the value's type matched; among
@@ -170,7 +171,7 @@ def _walk(loc: tuple[Any, ...], cls: type[BaseModel], section: str) -> _Where:
             path, key = f"{path}.{item}", f"{key}.{item}"
             owner, description = model, info.description
             model = _nested_model(info.annotation)
-    return _Where(path, key, owner, description)
+    return _Where(path, key, owner, description, model)
 
 
 def _nested_model(annotation: Any) -> type[BaseModel] | None:
