@@ -22,18 +22,17 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
+from pydantic import Field, Strict
 
+from .. import constants as K
 from ..errors import ConfigError
+from .config import ConfigSection, is_auto, parse_section
 
 logger = logging.getLogger(__name__)
-
-TORCHVISION_ANCHOR_SIZES = [32, 64, 128, 256, 512]
-TORCHVISION_MIN_SIZE, TORCHVISION_MAX_SIZE = 800, 1333
-TORCHVISION_POST_NMS = {"train": 2000, "test": 1000}
-TORCHVISION_DETECTIONS = 100
 
 MIN_ANCHOR = 4  # px: the stride of P2, the finest FPN level; smaller anchors are pointless
 # Target for the smallest anchor when anchors are derived: objects at least this big on the
@@ -41,12 +40,27 @@ MIN_ANCHOR = 4  # px: the stride of P2, the finest FPN level; smaller anchors ar
 SMALL_OBJECT_TARGET_SIDE = 16
 MAX_UPSCALE = 4.0
 MAX_INPUT_SIDE = 2048  # px: upscaling stops when the long side would exceed this
+DETECTIONS_MARGIN = 1.5  # detections kept per object of the most crowded image
+PROPOSALS_PER_OBJECT = 4.0  # RPN proposals kept per object of the most crowded image
 
-SWITCHES = ("anchors", "detections", "input_scale")
+
+class SmallObjectSwitches(ConfigSection):
+    """The ``small_object_defaults`` section: which defaults are derived from the statistics
+    (a switched-off default keeps torchvision's value)."""
+
+    SECTION: ClassVar[str] = "small_object_defaults"
+
+    # fmt: off
+    anchors: Annotated[bool, Strict()] = Field(True, description=(
+        "anchor sizes from the training boxes' sides, one per FPN level"))
+    detections: Annotated[bool, Strict()] = Field(True, description=(
+        "detections per image and RPN proposals from the most crowded training image"))
+    input_scale: Annotated[bool, Strict()] = Field(True, description=(
+        "input size that brings the median object to the smallest anchor"))
+    # fmt: on
 
 
-def _is_unset(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and value.strip().lower() == "auto")
+SWITCHES = tuple(SmallObjectSwitches.model_fields)
 
 
 # ---------------------------------------------------------------------- anchors
@@ -71,18 +85,24 @@ def derive_anchor_sizes(
     """
     if num_levels < 1:
         raise ConfigError(f"num_levels must be >= 1, got {num_levels}")
-    sides = np.asarray([float(s) for s in box_sides], dtype=float) if len(box_sides) else np.zeros(0)
+    sides = (
+        np.asarray([float(s) for s in box_sides], dtype=float) if len(box_sides) else np.zeros(0)
+    )
     sides = sides[np.isfinite(sides) & (sides > 0)]
     if sides.size == 0:
-        return [TORCHVISION_ANCHOR_SIZES[0] * 2**i for i in range(num_levels)]
+        return [K.TORCHVISION_ANCHOR_SIZES[0] * 2**i for i in range(num_levels)]
     base = max(int(min_anchor), int(round(float(np.percentile(sides, percentile)))))
     return [base * 2**i for i in range(num_levels)]
 
 
 # ---------------------------------------------------------------------- detections and proposals
-def derive_detections_per_image(max_objects_per_image: float, margin: float = 1.5, minimum: int = TORCHVISION_DETECTIONS) -> int:
+def derive_detections_per_image(
+    max_objects_per_image: float,
+    margin: float = DETECTIONS_MARGIN,
+    minimum: int = K.TORCHVISION_DETECTIONS_PER_IMG,
+) -> int:
     """``max(minimum, ceil(max_objects_per_image * margin))``: room for every object of the most
-    crowded image plus a margin for duplicates/false positives (COCO's AP needs all of them kept)."""
+    crowded image plus a margin for duplicates/false positives (COCO's AP needs them all)."""
     if max_objects_per_image is None or not math.isfinite(float(max_objects_per_image)):
         return int(minimum)
     return int(max(minimum, math.ceil(max(0.0, float(max_objects_per_image)) * margin)))
@@ -90,13 +110,15 @@ def derive_detections_per_image(max_objects_per_image: float, margin: float = 1.
 
 def derive_proposal_counts(
     max_objects_per_image: float,
-    factor: float = 4.0,
-    default_train: int = TORCHVISION_POST_NMS["train"],
-    default_test: int = TORCHVISION_POST_NMS["test"],
+    factor: float = PROPOSALS_PER_OBJECT,
+    default_train: int = K.TORCHVISION_RPN_POST_NMS["train"],
+    default_test: int = K.TORCHVISION_RPN_POST_NMS["test"],
 ) -> dict[str, int]:
     """RPN post-NMS top-N kept per image: ``max(torchvision default, factor x max objects)``, so
     crowded images still get several proposals per object."""
-    need = 0 if max_objects_per_image is None else int(math.ceil(max(0.0, float(max_objects_per_image)) * factor))
+    need = 0
+    if max_objects_per_image is not None:
+        need = int(math.ceil(max(0.0, float(max_objects_per_image)) * factor))
     return {
         "rpn_post_nms_top_n_train": int(max(default_train, need)),
         "rpn_post_nms_top_n_test": int(max(default_test, need)),
@@ -138,7 +160,9 @@ def derive_input_scale(
     the long side would pass ``max_size``) so that an image of ``image_size`` ([w, h], e.g. the
     median) is scaled by :func:`input_scale_factor`. A factor of 1 keeps the native size (the
     resize is then the identity for that image size), so large objects are left alone."""
-    scale = input_scale_factor(median_side, smallest_anchor, image_size, max_scale, max_side, allow_downscale)
+    scale = input_scale_factor(
+        median_side, smallest_anchor, image_size, max_scale, max_side, allow_downscale
+    )
     w, h = float(image_size[0]), float(image_size[1])
     return {"min_size": int(round(min(w, h) * scale)), "max_size": int(round(max(w, h) * scale))}
 
@@ -151,6 +175,32 @@ def effective_scale(min_size: Any, max_size: Any, image_size: Sequence[float]) -
 
 
 # ---------------------------------------------------------------------- resolution
+@dataclass(frozen=True)
+class BoxStats:
+    """What the small-object defaults read from the dataset statistics."""
+
+    sides: list[float]  # training box sides, px
+    median_side: float | None
+    image_size: Any  # median [w, h]
+    has_image_size: bool
+    max_objects: Any  # objects in the most crowded image
+
+    @classmethod
+    def from_stats(cls, stats: Mapping[str, Any]) -> BoxStats:
+        raw_sides = stats.get("train_box_sides")
+        sides = [float(s) for s in ([] if raw_sides is None else list(raw_sides)) if s is not None]
+        median_side = stats.get("median_box_side")
+        if median_side is None and sides:
+            median_side = float(np.median(sides))
+        size = stats.get("image_size_median")
+        has_size = (
+            isinstance(size, list | tuple)
+            and len(size) == 2
+            and all(v and float(v) > 0 for v in size)
+        )
+        return cls(sides, median_side, size, has_size, stats.get("max_objects_per_image"))
+
+
 def resolve_small_object_defaults(
     model_cfg: Mapping[str, Any], stats: Mapping[str, Any] | None, enabled: Mapping[str, Any] | None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -158,110 +208,124 @@ def resolve_small_object_defaults(
 
     ``stats`` keys used: ``train_box_sides`` (list of box sides, px), ``max_objects_per_image``,
     ``median_box_side``, ``image_size_median`` ([w, h]). ``enabled``: switches ``anchors``,
-    ``detections``, ``input_scale`` (missing switches are on). A switched-off or underivable
-    setting stays ``auto`` and the model factory uses torchvision's default.
+    ``detections``, ``input_scale`` (:class:`SmallObjectSwitches`; missing switches are on). A
+    switched-off or underivable setting stays ``auto`` and the model factory uses
+    torchvision's default.
 
     Returns ``(resolved model config, derived)`` where ``derived[key] = {"value": ..., "why": ...}``
     for each setting filled here.
     """
     cfg = dict(model_cfg or {})
-    stats = dict(stats or {})
-    switches = {k: True for k in SWITCHES}
-    for key, value in dict(enabled or {}).items():
-        if key not in SWITCHES:
-            raise ConfigError(f"small_object_defaults: unknown switch {key!r}; valid: {list(SWITCHES)}")
-        if not isinstance(value, bool):
-            raise ConfigError(f"small_object_defaults.{key} must be true or false, got {value!r}")
-        switches[key] = value
+    switches = parse_section(SmallObjectSwitches, enabled)
+    boxes = BoxStats.from_stats(dict(stats or {}))
     derived: dict[str, Any] = {}
+    derive_anchors = switches.anchors and is_auto(cfg.get("anchor_sizes"))
+    if switches.input_scale:  # first: anchors are in the pixels of the resized input
+        _fill_input_scale(cfg, derived, boxes, derive_anchors)
+    if derive_anchors:
+        _fill_anchor_sizes(cfg, derived, boxes)
+    if switches.detections:
+        _fill_detections(cfg, derived, boxes.max_objects)
+    return cfg, derived
 
-    raw_sides = stats.get("train_box_sides")
-    sides = [float(s) for s in ([] if raw_sides is None else list(raw_sides)) if s is not None]
-    median_side = stats.get("median_box_side")
-    if median_side is None and sides:
-        median_side = float(np.median(sides))
-    image_size = stats.get("image_size_median")
-    has_image_size = (
-        isinstance(image_size, list | tuple) and len(image_size) == 2 and all(v and float(v) > 0 for v in image_size)
-    )
-    max_objects = stats.get("max_objects_per_image")
 
-    # 1. input scale (anchors depend on it)
-    user_anchors = None if _is_unset(cfg.get("anchor_sizes")) else cfg.get("anchor_sizes")
-    derive_anchors = switches["anchors"] and user_anchors is None
-    if user_anchors is not None:
+def _smallest_anchor(cfg: Mapping[str, Any], derive_anchors: bool) -> tuple[float, str]:
+    """The smallest anchor the input scale aims at, and how it was chosen."""
+    user_anchors = cfg.get("anchor_sizes")
+    if not is_auto(user_anchors):
         first = user_anchors[0]
         smallest = float(min(first) if isinstance(first, list | tuple) else first)
-        smallest_why = f"the smallest anchor set in model.anchor_sizes ({smallest:g} px)"
-    elif derive_anchors:
-        smallest = float(SMALL_OBJECT_TARGET_SIDE)
-        smallest_why = f"{SMALL_OBJECT_TARGET_SIDE} px, the side P2 anchors (stride 4) match well"
-    else:
-        smallest = float(TORCHVISION_ANCHOR_SIZES[0])
-        smallest_why = f"torchvision's smallest anchor ({smallest:g} px)"
-    unset_scale = [k for k in ("min_size", "max_size") if _is_unset(cfg.get(k))]
-    if switches["input_scale"] and unset_scale:
-        if median_side and has_image_size:
-            sizes = derive_input_scale(float(median_side), smallest, image_size)
-            factor = input_scale_factor(float(median_side), smallest, image_size)
-            why = (
-                f"median object side {float(median_side):.1f} px, median image {int(image_size[0])}x{int(image_size[1])}: "
-                + (
-                    f"upscaled x{factor:.2f} so the median object reaches {smallest_why} (capped at "
-                    f"x{MAX_UPSCALE:g} and a {MAX_INPUT_SIDE} px long side)"
-                    if factor > 1.0
-                    else f"native size kept (the median object already covers {smallest_why})"
-                )
-            )
-            for key in unset_scale:
-                cfg[key] = sizes[key]
-                derived[key] = {"value": sizes[key], "why": why}
-        else:
-            logger.warning(
-                "small_object_defaults.input_scale: no median_box_side/image_size_median in the dataset "
-                "statistics; min_size/max_size keep torchvision's defaults (%d/%d)", TORCHVISION_MIN_SIZE, TORCHVISION_MAX_SIZE,
-            )
-
-    # 2. anchors, in network-input pixels
+        return smallest, f"the smallest anchor set in model.anchor_sizes ({smallest:g} px)"
     if derive_anchors:
-        if sides:
-            min_size = TORCHVISION_MIN_SIZE if _is_unset(cfg.get("min_size")) else cfg["min_size"]
-            max_size = TORCHVISION_MAX_SIZE if _is_unset(cfg.get("max_size")) else cfg["max_size"]
-            scale = effective_scale(min_size, max_size, image_size) if has_image_size else 1.0
-            sizes = derive_anchor_sizes([s * scale for s in sides])
-            median = float(np.median(sides))
-            cfg["anchor_sizes"] = sizes
-            derived["anchor_sizes"] = {
-                "value": sizes,
-                "why": (
-                    f"P2 anchor = median of {len(sides)} training box sides ({median:.1f} px) x input "
-                    f"scale {scale:.2f}, at least {2 * MIN_ANCHOR} px, doubling per FPN level like the strides"
-                    + ("" if has_image_size else " (no image_size_median: scale assumed 1)")
-                ),
-            }
-        else:
-            logger.warning(
-                "small_object_defaults.anchors: no train_box_sides in the dataset statistics; "
-                "anchor_sizes keep torchvision's defaults %s", TORCHVISION_ANCHOR_SIZES,
-            )
+        side = SMALL_OBJECT_TARGET_SIDE
+        return float(side), f"{side} px, the side P2 anchors (stride 4) match well"
+    smallest = float(K.TORCHVISION_ANCHOR_SIZES[0])
+    return smallest, f"torchvision's smallest anchor ({smallest:g} px)"
 
-    # 3. detections and proposals
-    if switches["detections"]:
-        if max_objects is not None:
-            values = {"box_detections_per_img": derive_detections_per_image(max_objects)}
-            values.update(derive_proposal_counts(max_objects))
-            whys = {
-                "box_detections_per_img": f"max(100, 1.5 x {max_objects} objects in the most crowded image)",
-                "rpn_post_nms_top_n_train": f"max(torchvision's 2000, 4 x {max_objects} objects per image)",
-                "rpn_post_nms_top_n_test": f"max(torchvision's 1000, 4 x {max_objects} objects per image)",
-            }
-            for key, value in values.items():
-                if _is_unset(cfg.get(key)):
-                    cfg[key] = value
-                    derived[key] = {"value": value, "why": whys[key]}
-        else:
-            logger.warning(
-                "small_object_defaults.detections: no max_objects_per_image in the dataset statistics; "
-                "detections/proposals keep torchvision's defaults"
-            )
-    return cfg, derived
+
+def _fill_input_scale(
+    cfg: dict[str, Any], derived: dict[str, Any], boxes: BoxStats, derive_anchors: bool
+) -> None:
+    unset = [k for k in ("min_size", "max_size") if is_auto(cfg.get(k))]
+    if not unset:
+        return
+    if not (boxes.median_side and boxes.has_image_size):
+        logger.warning(
+            "small_object_defaults.input_scale: no median_box_side/image_size_median in the "
+            "dataset statistics; min_size/max_size keep torchvision's defaults (%d/%d)",
+            K.TORCHVISION_MIN_SIZE, K.TORCHVISION_MAX_SIZE,
+        )  # fmt: skip
+        return
+    smallest, smallest_why = _smallest_anchor(cfg, derive_anchors)
+    median, size = float(boxes.median_side), boxes.image_size
+    sizes = derive_input_scale(median, smallest, size)
+    factor = input_scale_factor(median, smallest, size)
+    if factor > 1.0:
+        effect = (
+            f"upscaled x{factor:.2f} so the median object reaches {smallest_why} (capped at "
+            f"x{MAX_UPSCALE:g} and a {MAX_INPUT_SIDE} px long side)"
+        )
+    else:
+        effect = f"native size kept (the median object already covers {smallest_why})"
+    why = (
+        f"median object side {median:.1f} px, median image {int(size[0])}x{int(size[1])}: " + effect
+    )
+    for key in unset:
+        cfg[key] = sizes[key]
+        derived[key] = {"value": sizes[key], "why": why}
+
+
+def _fill_anchor_sizes(cfg: dict[str, Any], derived: dict[str, Any], boxes: BoxStats) -> None:
+    """Anchor sizes in network-input pixels: the box sides times the input scale."""
+    if not boxes.sides:
+        logger.warning(
+            "small_object_defaults.anchors: no train_box_sides in the dataset statistics; "
+            "anchor_sizes keep torchvision's defaults %s", list(K.TORCHVISION_ANCHOR_SIZES),
+        )  # fmt: skip
+        return
+    min_size = K.TORCHVISION_MIN_SIZE if is_auto(cfg.get("min_size")) else cfg["min_size"]
+    max_size = K.TORCHVISION_MAX_SIZE if is_auto(cfg.get("max_size")) else cfg["max_size"]
+    scale = effective_scale(min_size, max_size, boxes.image_size) if boxes.has_image_size else 1.0
+    sizes = derive_anchor_sizes([s * scale for s in boxes.sides])
+    median = float(np.median(boxes.sides))
+    cfg["anchor_sizes"] = sizes
+    derived["anchor_sizes"] = {
+        "value": sizes,
+        "why": (
+            f"P2 anchor = median of {len(boxes.sides)} training box sides ({median:.1f} px) x "
+            f"input scale {scale:.2f}, at least {2 * MIN_ANCHOR} px, doubling per FPN level like "
+            "the strides"
+            + ("" if boxes.has_image_size else " (no image_size_median: scale assumed 1)")
+        ),
+    }
+
+
+def _fill_detections(cfg: dict[str, Any], derived: dict[str, Any], max_objects: Any) -> None:
+    """Detections per image and RPN proposals above the most objects an image holds."""
+    if max_objects is None:
+        logger.warning(
+            "small_object_defaults.detections: no max_objects_per_image in the dataset "
+            "statistics; detections/proposals keep torchvision's defaults"
+        )
+        return
+    values = {"box_detections_per_img": derive_detections_per_image(max_objects)}
+    values.update(derive_proposal_counts(max_objects))
+    post_nms = K.TORCHVISION_RPN_POST_NMS
+    whys = {
+        "box_detections_per_img": (
+            f"max({K.TORCHVISION_DETECTIONS_PER_IMG}, {DETECTIONS_MARGIN:g} x {max_objects} "
+            "objects in the most crowded image)"
+        ),
+        "rpn_post_nms_top_n_train": (
+            f"max(torchvision's {post_nms['train']}, {PROPOSALS_PER_OBJECT:g} x {max_objects} "
+            "objects per image)"
+        ),
+        "rpn_post_nms_top_n_test": (
+            f"max(torchvision's {post_nms['test']}, {PROPOSALS_PER_OBJECT:g} x {max_objects} "
+            "objects per image)"
+        ),
+    }
+    for key, value in values.items():
+        if is_auto(cfg.get(key)):
+            cfg[key] = value
+            derived[key] = {"value": value, "why": whys[key]}
