@@ -90,6 +90,15 @@ def _entry_shorthand(value: Any) -> Any:
     return {"p": value} if _is_number(value) else value
 
 
+def _pair(value: Any) -> Any:
+    """A single number ``v`` as ``[v, v]``; a sequence must have two items."""
+    if _is_number(value):
+        return [value, value]
+    if isinstance(value, list | tuple) and len(value) != 2:
+        raise PydanticCustomError("range_shape", "Input should be [low, high]")
+    return value
+
+
 def _ordered(pair: tuple[float, float]) -> tuple[float, float]:
     if pair[0] > pair[1]:
         raise PydanticCustomError("range_order", "Input should be [low, high] with low <= high")
@@ -108,7 +117,7 @@ def Range(low: float, high: float | None) -> Any:  # noqa: N802 - a type, used a
     return Annotated[
         tuple[bound, bound],
         AfterValidator(_ordered),
-        BeforeValidator(lambda v: [v, v] if _is_number(v) else v),
+        BeforeValidator(_pair),
     ]
 
 

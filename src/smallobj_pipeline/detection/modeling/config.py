@@ -132,30 +132,66 @@ class _Where(typing.NamedTuple):
 
 def describe_errors(exc: ValidationError, cls: type[BaseModel], section: str) -> list[str]:
     """One message per mapping with unknown keys, listing the valid ones, then one per bad key
-    (the most specific of its errors), in the order pydantic found them."""
+    in the words of the project's messages (``model.variant must be one of ['v1', 'v2'], got
+    'v3'``), in the order pydantic found them."""
     unknown: dict[str, tuple[list[str], type[BaseModel]]] = {}
-    best: dict[str, tuple[tuple[int, int], str]] = {}
+    per_key: dict[str, list[tuple[Mapping[str, Any], _Where]]] = {}
     for err in exc.errors():
         if err["type"] == "extra_forbidden":
             where = _walk(err["loc"][:-1], cls, section)
             unknown.setdefault(where.path, ([], where.inner or cls))[0].append(str(err["loc"][-1]))
-            continue
-        where = _walk(err["loc"], cls, section)
-        # the deepest error of a union is the alternative the value's type matched; among
-        # equals, a constraint (too big, too short) says more than a type mismatch
-        score = (-len(err["loc"]), int(err["type"].endswith("_type")))
-        if where.key not in best or score < best[where.key][0]:
-            best[where.key] = (score, _message(where, err))
+        else:
+            where = _walk(err["loc"], cls, section)
+            per_key.setdefault(where.key, []).append((err, where))
     messages = [
         f"{path}: unknown key(s) {keys}; valid keys are {list(owner.model_fields)}"
         for path, (keys, owner) in unknown.items()
     ]
-    return messages + [message for _, message in best.values()]
+    return messages + [_message(errors) for errors in per_key.values()]
 
 
-def _message(where: _Where, err: Mapping[str, Any]) -> str:
-    text = f"{where.path}: {err['msg']}, got {err['input']!r}"
+def _message(errors: list[tuple[Mapping[str, Any], _Where]]) -> str:
+    """One key's errors as one sentence. A union reports one error per alternative: the deepest
+    are those whose type the value matched; a constraint among them (too big, too short) is the
+    problem, else the value matched no alternative's type and all are listed."""
+    depth = max(len(err["loc"]) for err, _ in errors)
+    deepest = [(err, where) for err, where in errors if len(err["loc"]) == depth]
+    constraints = [(err, where) for err, where in deepest if err["type"] not in _TYPES]
+    err, where = (constraints or deepest)[0]
+    wanted = (
+        _requirement(err)
+        if constraints
+        else " or ".join(dict.fromkeys(_requirement(e) for e, _ in deepest))
+    )
+    text = f"{where.path} must be {wanted}, got {err['input']!r}"
     return f"{text} [{where.description}]" if where.description else text
+
+
+# what each pydantic error type asks for, in the words of the project's messages
+_BOUNDS = {
+    "greater_than_equal": ">=",
+    "greater_than": ">",
+    "less_than_equal": "<=",
+    "less_than": "<",
+}
+_TYPES = {
+    "int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
+    "string_type": "a string", "list_type": "a list", "tuple_type": "a list",
+    "dict_type": "a mapping", "model_type": "a mapping", "literal_error": None,
+}  # fmt: skip
+
+
+def _requirement(err: Mapping[str, Any]) -> str:
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind in _BOUNDS:
+        return f"{_BOUNDS[kind]} {next(iter(ctx.values()))}"
+    if kind == "literal_error":
+        return f"one of [{ctx['expected'].replace(' or ', ', ')}]"
+    if kind in ("too_short", "too_long"):
+        return err["msg"].replace("List should have", "a list of").replace(" after validation", "")
+    if kind == "missing":
+        return "present"
+    return _TYPES.get(kind) or str(err["msg"]).removeprefix("Input should be ")
 
 
 def _walk(loc: tuple[Any, ...], cls: type[BaseModel], section: str) -> _Where:
