@@ -12,24 +12,112 @@ from __future__ import annotations
 import copy
 import logging
 import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
+from pydantic import Field
 
+from ..data.augment import AugmentationConfig, build_transform
 from ..data.coco import CocoDataset
 from ..data.dataset import DetectionDataset
 from ..data.intensity import FIXED, Intensity, choose_in_channels
-from ..errors import ConfigError, DatasetError
+from ..errors import ConfigError, DatasetError, WeightsError
 from ..evaluation.inference import predict_dataset, select_device
-from .trainer import TrainConfig, Trainer, seed_everything
+from ..evaluation.metrics import evaluate_detections
+from ..modeling.anchors import SmallObjectSwitches, resolve_small_object_defaults
+from ..modeling.config import (
+    ConfigSection,
+    Fraction,
+    ModelConfig,
+    PositiveInt,
+    is_auto,
+    parse_section,
+)
+from ..modeling.factory import build_model, count_parameters
+from ..modeling.weights import resolve_weight_file
+from .trainer import TrainConfig, Trainer, TrainResult, seed_everything
 
 logger = logging.getLogger(__name__)
 
 SECTIONS = (
-    "model", "training", "augmentation", "small_object_defaults", "evaluation", "description", "skip_if_weights_missing",
+    "model",
+    "training",
+    "augmentation",
+    "small_object_defaults",
+    "evaluation",
+    "description",
+    "skip_if_weights_missing",
 )
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+# the numbers of the model file that the evaluation's metrics repeat, in this order
+MODEL_FILE_METRICS = (
+    "params_total",
+    "params_trainable",
+    "best_epoch",
+    "epochs_run",
+    "train_seconds",
+    "seconds_per_epoch",
+)
+
+
+class EvaluationConfig(ConfigSection):
+    """The ``evaluation`` section: how the test split is predicted and scored."""
+
+    SECTION: ClassVar[str] = "evaluation"
+
+    score_threshold: Fraction = Field(
+        0.5, description="detections kept by the IoU, precision and recall metrics"
+    )
+    batch_size: PositiveInt = Field(1, description="test images per inference batch")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A resolved experiment config, parsed: one typed section each (:func:`parse_experiment`)."""
+
+    name: str
+    model: ModelConfig  # resolved: every auto replaced by the value the factory uses
+    training: TrainConfig
+    augmentation: AugmentationConfig
+    small_object_defaults: SmallObjectSwitches
+    evaluation: EvaluationConfig
+    intensity: dict[str, Any] | None  # how pixels are scaled (data.intensity), None: fixed
+
+
+@contextmanager
+def experiment_errors(name: str) -> Iterator[None]:
+    """A :class:`ConfigError` raised inside names the experiment ``name``."""
+    prefix = f"experiment {name!r}: "
+    try:
+        yield
+    except ConfigError as exc:
+        if str(exc).startswith(prefix):
+            raise
+        raise ConfigError(prefix + str(exc)) from None
+
+
+def parse_experiment(cfg: Mapping[str, Any], name: str | None = None) -> Experiment:
+    """Every section of an experiment's config checked and typed (:class:`ConfigError` naming
+    the key and the experiment). ``cfg`` is what :func:`resolve_experiment` returns (and
+    ``config.json`` holds)."""
+    name = name or str(cfg.get("name") or "experiment")
+    with experiment_errors(name):
+        return Experiment(
+            name=name,
+            model=parse_section(ModelConfig, cfg.get("model")).resolved(),
+            training=TrainConfig.from_dict(cfg.get("training")),
+            augmentation=parse_section(AugmentationConfig, cfg.get("augmentation")),
+            small_object_defaults=parse_section(
+                SmallObjectSwitches, cfg.get("small_object_defaults")
+            ),
+            evaluation=parse_section(EvaluationConfig, cfg.get("evaluation")),
+            intensity=cfg.get("intensity"),
+        )
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any] | None) -> dict[str, Any]:
@@ -41,10 +129,6 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any] | None) -> dict[st
         else:
             out[key] = copy.deepcopy(value)
     return out
-
-
-def _is_auto(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and value.strip().lower() == "auto")
 
 
 def model_intensity(model_file: dict[str, Any]) -> Intensity:
@@ -69,39 +153,55 @@ def resolve_experiment(
     overrides: dict[str, Any] | None,
     stats: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Merge ``overrides`` onto ``defaults`` and fill the small-object defaults from ``stats``."""
-    from ..modeling.anchors import resolve_small_object_defaults
-
+    """Merge ``overrides`` onto ``defaults``, check every section (:func:`parse_experiment`,
+    before the data pipeline's work is spent) and fill the small-object defaults and
+    ``in_channels: auto`` from ``stats``. Returns the resolved config as plain data (what
+    ``config.json`` holds): the sections as declared, plus ``derived`` (what was filled in, and
+    why), ``intensity`` and ``name``."""
     check_experiment_name(name)
     overrides = overrides or {}
     unknown = sorted(set(overrides) - set(SECTIONS))
     if unknown:
-        raise ConfigError(f"experiment {name!r}: unknown section(s) {unknown}; valid sections: {list(SECTIONS)}")
+        raise ConfigError(
+            f"experiment {name!r}: unknown section(s) {unknown}; valid sections: {list(SECTIONS)}"
+        )
     cfg = deep_merge(defaults, overrides)
     for section in ("model", "training", "augmentation", "small_object_defaults", "evaluation"):
         cfg.setdefault(section, {})
-    switches = cfg["small_object_defaults"]
+    stats = stats or {}
     model_in = dict(cfg["model"])
-    channels_note = None
-    if _is_auto(model_in.get("in_channels", "auto")):
-        intensity_info = (stats or {}).get("intensity") or {}
-        model_in["in_channels"], reason = choose_in_channels(intensity_info.get("channels"))
-        channels_note = {"value": model_in["in_channels"], "why": reason}
-        logger.info("[%s] model.in_channels auto: %s", name, reason)
-    model_cfg, derived = resolve_small_object_defaults(model_in, stats or {}, switches)
+    channels_note = _auto_in_channels(name, model_in, stats)
+    parse_experiment({**cfg, "model": model_in}, name)
+    model_cfg, derived = resolve_small_object_defaults(
+        model_in, stats, cfg["small_object_defaults"]
+    )
     if channels_note:
         derived["in_channels"] = channels_note
     cfg["model"] = model_cfg
     cfg["derived"] = derived
-    cfg["intensity"] = ((stats or {}).get("intensity") or {}).get("spec")
+    cfg["intensity"] = (stats.get("intensity") or {}).get("spec")
     cfg["name"] = name
-    TrainConfig.from_dict(cfg["training"])  # fail now, not after the data pipeline
     if derived:
         logger.info("[%s] small-object defaults: %s", name, derived)
     return cfg
 
 
-def missing_weights(name: str, defaults: dict[str, Any] | None, overrides: dict[str, Any] | None) -> str | None:
+def _auto_in_channels(
+    name: str, model: dict[str, Any], stats: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """Set ``model["in_channels"]`` when it is ``auto`` (or unset) from the training images'
+    channels; returns the note for ``derived``."""
+    if not is_auto(model.get("in_channels", "auto")):
+        return None
+    channels = (stats.get("intensity") or {}).get("channels")
+    model["in_channels"], reason = choose_in_channels(channels)
+    logger.info("[%s] model.in_channels auto: %s", name, reason)
+    return {"value": model["in_channels"], "why": reason}
+
+
+def missing_weights(
+    name: str, defaults: dict[str, Any] | None, overrides: dict[str, Any] | None
+) -> str | None:
     """Why experiment ``name`` should be skipped for a missing weight file, or ``None``.
 
     ``skip_if_weights_missing`` (an experiment's top-level key): ``true`` skips the experiment
@@ -112,9 +212,6 @@ def missing_weights(name: str, defaults: dict[str, Any] | None, overrides: dict[
     the missing file and the folder it is looked up in. An invalid config is not judged here
     (the run reports it).
     """
-    from ..errors import WeightsError
-    from ..modeling.weights import resolve_weight_file
-
     overrides = overrides or {}
     model = deep_merge((defaults or {}).get("model") or {}, overrides.get("model") or {})
     pretrained = model.get("pretrained")
@@ -125,13 +222,19 @@ def missing_weights(name: str, defaults: dict[str, Any] | None, overrides: dict[
     if skip is None or (isinstance(skip, str) and skip.strip().lower() == "auto"):
         skip = pretrained == "full"
     if not isinstance(skip, bool):
-        raise ConfigError(f"experiment {name!r}: skip_if_weights_missing must be true, false or auto, got {skip!r}")
+        raise ConfigError(
+            f"experiment {name!r}: skip_if_weights_missing must be true, false or auto, "
+            f"got {skip!r}"
+        )
     if not skip:
         return None
     try:
         resolve_weight_file(
-            model.get("weights_path"), pretrained, str(model.get("backbone", "resnet50")),
-            variant=str(model.get("variant", "v1")), search_dirs=model.get("weights_dir"),
+            model.get("weights_path"),
+            pretrained,
+            str(model.get("backbone", "resnet50")),
+            variant=str(model.get("variant", "v1")),
+            search_dirs=model.get("weights_dir"),
         )
     except WeightsError as exc:
         return str(exc)
@@ -143,81 +246,95 @@ def missing_weights(name: str, defaults: dict[str, Any] | None, overrides: dict[
 def _split_ids(coco: CocoDataset, split: str) -> list[int]:
     ids = coco.splits.get(split)
     if not ids:
-        raise DatasetError(f"{coco.root}: the '{split}' split is empty or missing (splits: {sorted(coco.splits)})")
+        raise DatasetError(
+            f"{coco.root}: the '{split}' split is empty or missing (splits: {sorted(coco.splits)})"
+        )
     return ids
 
 
-def build_datasets(coco: CocoDataset, cfg: dict[str, Any]) -> tuple[DetectionDataset, DetectionDataset]:
-    from ..data.augment import build_transform
-
-    in_channels = int(cfg["model"].get("in_channels", 1))
-    transform = build_transform(cfg.get("augmentation"), train=True)
-    intensity = cfg.get("intensity")
-    train_set = DetectionDataset(coco, _split_ids(coco, "train"), in_channels, transform, intensity)
-    val_set = DetectionDataset(coco, coco.splits.get("val", []), in_channels, None, intensity)
+def build_datasets(coco: CocoDataset, exp: Experiment) -> tuple[DetectionDataset, DetectionDataset]:
+    """The training split (augmented) and the validation split of ``coco``."""
+    in_channels = exp.model.in_channels
+    transform = build_transform(exp.augmentation, train=True)
+    train_set = DetectionDataset(
+        coco, _split_ids(coco, "train"), in_channels, transform, exp.intensity
+    )
+    val_set = DetectionDataset(coco, coco.splits.get("val", []), in_channels, None, exp.intensity)
     return train_set, val_set
 
 
 def train_experiment(
     coco: CocoDataset, cfg: dict[str, Any], checkpoint_dir: str | Path | None
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Train one experiment. Returns ``(model_file, history)``.
+    """Train one experiment (``cfg`` as :func:`resolve_experiment` returns it). Returns
+    ``(model_file, history)``.
 
     ``model_file`` holds the best epoch's weights, the resolved config that rebuilds the model,
     the label -> category id mapping and the run's summary numbers.
     """
-    from ..modeling.factory import build_model, count_parameters
-
-    name = cfg.get("name", "experiment")
-    train_cfg = TrainConfig.from_dict(cfg["training"])
+    exp = parse_experiment(cfg)
     # new layers are initialised from the global RNG: seed it so the run does not depend on what
     # else ran in this process before (other experiments, other nodes)
-    seed_everything(train_cfg.seed, train_cfg.deterministic)
-    model = build_model(cfg["model"], num_classes=coco.num_classes)
+    seed_everything(exp.training.seed, exp.training.deterministic)
+    model = build_model(exp.model, num_classes=coco.num_classes)
     counts = count_parameters(model)
     logger.info(
         "[%s] %s Faster R-CNN %s, pretrained=%s: %.2f M parameters (%.2f M trainable)",
-        name, cfg["model"].get("backbone"), cfg["model"].get("variant"), cfg["model"].get("pretrained"),
+        exp.name, exp.model.backbone, exp.model.variant, exp.model.pretrained,
         counts["total"] / 1e6, counts["trainable"] / 1e6,
-    )
-    train_set, val_set = build_datasets(coco, cfg)
-    model_config = dict(getattr(model, "smallobj_config", cfg["model"]))
-    trainer = Trainer(model, train_set, val_set, train_cfg, checkpoint_dir, model_config=model_config, name=name)
+    )  # fmt: skip
+    train_set, val_set = build_datasets(coco, exp)
+    model_config = dict(model.smallobj_config)
+    trainer = Trainer(
+        model, train_set, val_set, exp.training, checkpoint_dir,
+        model_config=model_config, name=exp.name,
+    )  # fmt: skip
     result = trainer.fit()
     model_file = {
         "model": result.best_state,
         "model_config": model_config,
-        "intensity": Intensity.from_dict(cfg.get("intensity")).to_dict(),
+        "intensity": Intensity.from_dict(exp.intensity).to_dict(),
         "experiment": cfg,
         "num_classes": coco.num_classes,
         "category_of_label": {int(k): int(v) for k, v in coco.category_of_label.items()},
         "params_total": int(counts["total"]),
         "params_trainable": int(counts["trainable"]),
+        **_run_summary(result),
+        "train_image_size": _median_image_side(coco, train_set.image_ids),
+    }
+    return model_file, result.history
+
+
+def _run_summary(result: TrainResult) -> dict[str, Any]:
+    """The numbers of a finished run that the model file keeps."""
+    return {
         "best_epoch": int(result.best_epoch),
         "best_metric": float(result.best_metric),
         "epochs_run": int(result.epochs_run),
         "train_seconds": float(result.train_seconds),
         "seconds_per_epoch": float(result.seconds_per_epoch),
         "stopped_early": bool(result.stopped_early),
-        "train_image_size": _median_image_side(coco, train_set.image_ids),
     }
-    return model_file, result.history
 
 
 def _median_image_side(coco: CocoDataset, image_ids: list[int]) -> int:
-    sides = sorted(max(int(coco.images_by_id[i]["width"]), int(coco.images_by_id[i]["height"])) for i in image_ids)
+    sides = sorted(
+        max(int(coco.images_by_id[i]["width"]), int(coco.images_by_id[i]["height"]))
+        for i in image_ids
+    )
     return sides[len(sides) // 2] if sides else 0
 
 
 def load_model(model_file: dict[str, Any], device: torch.device | str = "cpu") -> torch.nn.Module:
     """Rebuild the detector from a model file (no pretrained files needed) and load its weights."""
-    from ..modeling.factory import build_model
-
-    model = build_model(model_file["model_config"], num_classes=int(model_file["num_classes"]), load_weights=False)
+    model = build_model(
+        model_file["model_config"], num_classes=int(model_file["num_classes"]), load_weights=False
+    )
     missing, unexpected = model.load_state_dict(model_file["model"], strict=False)
     if missing or unexpected:
         raise ConfigError(
-            f"model file does not match its config: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
+            f"model file does not match its config: missing keys {missing[:5]}, "
+            f"unexpected keys {unexpected[:5]}"
         )
     return model.to(device).eval()
 
@@ -226,33 +343,27 @@ def evaluate_experiment(
     model_file: dict[str, Any], coco: CocoDataset, cfg: dict[str, Any]
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Evaluate the best checkpoint on the test split: COCO metrics, IoU per prediction / per
-    ground truth, precision/recall, timing and parameter counts. Returns ``(metrics, predictions)``."""
-    from ..evaluation.metrics import evaluate_detections
-
-    evaluation = cfg.get("evaluation", {})
-    device = select_device(cfg.get("training", {}).get("device", "auto"))
+    ground truth, precision/recall, timing and parameter counts. Returns
+    ``(metrics, predictions)``."""
+    exp = parse_experiment(cfg)
+    device = select_device(exp.training.device)
     model = load_model(model_file, device)
     in_channels = int(model_file["model_config"].get("in_channels", 1))
     test_ids = _split_ids(coco, "test")
     test_set = DetectionDataset(coco, test_ids, in_channels, None, model_intensity(model_file))
     predictions, timing = predict_dataset(
-        model, test_set, device, batch_size=int(evaluation.get("batch_size", 1)), time_images=True
+        model, test_set, device, batch_size=exp.evaluation.batch_size, time_images=True
     )
     metrics = evaluate_detections(
         coco.to_coco_dict(test_ids),
         predictions,
-        score_threshold=float(evaluation.get("score_threshold", 0.5)),
+        score_threshold=exp.evaluation.score_threshold,
         per_class=True,
     )
+    metrics["experiment"] = cfg.get("name")
+    metrics.update({key: model_file[key] for key in MODEL_FILE_METRICS})
     metrics.update(
         {
-            "experiment": cfg.get("name"),
-            "params_total": model_file["params_total"],
-            "params_trainable": model_file["params_trainable"],
-            "best_epoch": model_file["best_epoch"],
-            "epochs_run": model_file["epochs_run"],
-            "train_seconds": model_file["train_seconds"],
-            "seconds_per_epoch": model_file["seconds_per_epoch"],
             "infer_ms_per_image": timing.get("ms_per_image", float("nan")),
             "test_images": len(test_ids),
             "device": str(device),
