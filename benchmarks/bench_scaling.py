@@ -16,7 +16,6 @@ large image.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +64,7 @@ def _train_cfg():
 
 def _warm_up(coco, model_cfg, train_cfg) -> None:
     ids = [img["id"] for img in coco.images][:2]
-    _epoch_seconds(coco, ids, model_cfg, dataclasses.replace(train_cfg, batch_size=2))
+    _epoch_seconds(coco, ids, model_cfg, train_cfg.model_copy(update={"batch_size": 2}))
 
 
 def run(quick: bool, workdir: Path) -> dict[str, Any]:

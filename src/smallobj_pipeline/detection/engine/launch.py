@@ -25,27 +25,35 @@ from ..checkpoint import save_checkpoint
 from ..data.coco import CocoDataset
 from ..io import atomic_write
 from .experiment import train_experiment
-from .trainer import _distributed
+from .runtime import distributed
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="resolved experiment config (JSON, from resolve_config)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--config", required=True, help="resolved experiment config (JSON, from resolve_config)"
+    )
     parser.add_argument("--data", required=True, help="COCO directory with train/val split files")
     parser.add_argument("--model-out", required=True, help="where to write model.pt")
     parser.add_argument("--history-out", required=True, help="where to write history.csv")
-    parser.add_argument("--checkpoint-dir", default=None, help="best/last checkpoints (default: next to model.pt)")
+    parser.add_argument(
+        "--checkpoint-dir", default=None, help="best/last checkpoints (default: next to model.pt)"
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     cfg = json.loads(Path(args.config).read_text())
     coco = CocoDataset.from_dir(args.data)
     ckpt_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else Path(args.model_out).parent
     model_file, history = train_experiment(coco, cfg, ckpt_dir)
-    distributed, rank, _ = _distributed()
+    distributed_run, rank, _ = distributed()
     if rank == 0:
         save_checkpoint(model_file, args.model_out)
         atomic_write(args.history_out, lambda tmp: pd.DataFrame(history).to_csv(tmp, index=False))
-    if distributed:
+    if distributed_run:
         import torch.distributed as dist
 
         if dist.is_initialized():

@@ -1,4 +1,4 @@
-"""Thin Kedro nodes over :mod:`smallobj_pipeline.detection.pretraining.pretrain`."""
+"""Thin Kedro nodes over :mod:`smallobj_pipeline.detection.pretraining`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from matplotlib.figure import Figure
 
 from smallobj_pipeline.detection.data.coco import CocoDataset
 from smallobj_pipeline.detection.data.intensity import choose_in_channels
-from smallobj_pipeline.detection.pretraining.pretrain import plot_history, run_pretraining
+from smallobj_pipeline.detection.pretraining.plots import plot_history
+from smallobj_pipeline.detection.pretraining.run import run_pretraining
 
 logger = logging.getLogger(__name__)
 
@@ -31,5 +32,7 @@ def pretrain_backbone(
 
 
 def plot_pretrain_history(history: pd.DataFrame, params: dict[str, Any]) -> Figure:
-    title = f"Backbone pretraining: {params.get('name')} ({params.get('arch')}, {params.get('source')})"
+    title = (
+        f"Backbone pretraining: {params.get('name')} ({params.get('arch')}, {params.get('source')})"
+    )
     return plot_history(history.to_dict("records"), title=title)

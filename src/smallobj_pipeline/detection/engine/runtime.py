@@ -1,0 +1,133 @@
+"""What a training process sets up around the loop: seeds, the per-epoch training loader, the
+``torchrun`` environment (DistributedDataParallel), and the duration format of the logs.
+
+Shared by detector training (:mod:`.trainer`) and backbone pretraining
+(:mod:`..pretraining.classifier`), so that both seed, load and log the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, RandomSampler
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Python's, NumPy's and torch's RNGs; deterministic algorithms on CPU."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if deterministic and not torch.cuda.is_available():
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def loader_workers(num_workers: int | str, cuda: bool) -> int:
+    """``num_workers``, with "auto" = min(4, cpus) on CUDA and 0 (the main process) on CPU."""
+    if num_workers == "auto":
+        return min(4, os.cpu_count() or 1) if cuda else 0
+    return int(num_workers)
+
+
+def _seed_worker(base_seed: int, worker_id: int) -> None:
+    s = base_seed + worker_id
+    random.seed(s)
+    np.random.seed(s % (2**32))
+    torch.manual_seed(s)
+    tr = getattr(torch.utils.data.get_worker_info().dataset, "transform", None)
+    if tr is not None and hasattr(tr, "set_random_seed"):
+        tr.set_random_seed(s)
+
+
+def epoch_loader(
+    dataset: Any,
+    *,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    deterministic: bool,
+    workers: int,
+    cuda: bool,
+    sampler: Any = None,
+    collate_fn: Any = None,
+    drop_last: bool = False,
+) -> DataLoader:
+    """Seed everything for ``epoch`` and return its training loader, so that the order and the
+    augmentation of an epoch depend only on (seed, epoch), which makes a resumed run match an
+    uninterrupted one: the process and the dataset's transform get ``seed + epoch``, the default
+    sampler shuffles with ``seed + epoch``, each loader worker gets ``seed + 1000 * epoch + id``."""
+    seed_everything(seed + epoch, deterministic)
+    tr = getattr(dataset, "transform", None)
+    if tr is not None and hasattr(tr, "set_random_seed"):
+        tr.set_random_seed(seed + epoch)
+    if sampler is None:
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed + epoch))
+    init = functools.partial(_seed_worker, seed + 1000 * epoch) if workers > 0 else None
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_fn,
+        pin_memory=cuda,
+        persistent_workers=False,
+        worker_init_fn=init,
+        drop_last=drop_last,
+    )
+
+
+def fmt_seconds(seconds: float) -> str:
+    """``mm:ss``, or ``h:mm:ss`` from an hour on."""
+    seconds = max(0, int(round(seconds)))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h:d}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+# ---------------------------------------------------------------------------- torchrun
+def distributed() -> tuple[bool, int, int]:
+    """``(under torchrun with more than one process, rank, world size)`` from the environment."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    return world > 1, rank, world
+
+
+def process_device(device: torch.device) -> torch.device:
+    """This process's GPU under torchrun (``LOCAL_RANK``), else ``device`` as it is."""
+    if distributed()[0] and device.type == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def wrap_distributed(
+    model: torch.nn.Module, device: torch.device, sync_bn: bool
+) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Join the process group (NCCL on CUDA, gloo on CPU) and wrap ``model`` in
+    DistributedDataParallel (SyncBatchNorm first on request). Returns ``(wrapped, model)``: the
+    first to train, the second (its module) to save, validate and optimise."""
+    import torch.distributed as dist
+
+    cuda = device.type == "cuda"
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    if sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if cuda:
+        torch.cuda.set_device(device)
+    ddp = torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if cuda else None
+    )
+    return ddp, model
+
+
+def broadcast_flag(flag: bool, device: torch.device) -> bool:
+    """Rank 0's ``flag`` on every rank (rank 0 validates; every rank follows its decisions)."""
+    import torch.distributed as dist
+
+    tensor = torch.tensor([int(flag)], device=device if device.type == "cuda" else "cpu")
+    dist.broadcast(tensor, src=0)
+    return bool(tensor.item())
