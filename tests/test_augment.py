@@ -40,7 +40,9 @@ def _image(shape, seed=0):
 def test_horizontal_flip_moves_known_box():
     t = build_transform({"hflip": 1.0}, seed=0)
     image = _image((80, 100))
-    out, boxes, labels = apply_transform(t, image, np.array([[10, 20, 30, 40]], np.float32), np.array([3]))
+    out, boxes, labels = apply_transform(
+        t, image, np.array([[10, 20, 30, 40]], np.float32), np.array([3])
+    )
     np.testing.assert_allclose(boxes, [[70, 20, 90, 40]], atol=1e-4)
     np.testing.assert_array_equal(labels, [3])
     np.testing.assert_array_equal(out, image[:, ::-1])
@@ -49,7 +51,9 @@ def test_horizontal_flip_moves_known_box():
 def test_vertical_flip_moves_known_box():
     t = build_transform({"vflip": 1.0}, seed=0)
     image = _image((100, 60, 3))
-    out, boxes, labels = apply_transform(t, image, np.array([[10, 20, 30, 40]], np.float32), np.array([1]))
+    out, boxes, labels = apply_transform(
+        t, image, np.array([[10, 20, 30, 40]], np.float32), np.array([1])
+    )
     np.testing.assert_allclose(boxes, [[10, 60, 30, 80]], atol=1e-4)
     np.testing.assert_array_equal(out, image[::-1])
     assert labels.dtype == np.int64
@@ -59,7 +63,9 @@ def test_vertical_flip_moves_known_box():
 def test_channel_layout_and_sync_kept_under_full_config(shape):
     t = build_transform(FULL_CFG, seed=3)
     image = _image(shape)
-    boxes = np.array([[10, 10, 20, 22], [50, 30, 70, 50], [0, 0, 6, 6], [80, 50, 96, 64]], np.float32)
+    boxes = np.array(
+        [[10, 10, 20, 22], [50, 30, 70, 50], [0, 0, 6, 6], [80, 50, 96, 64]], np.float32
+    )
     labels = np.array([1, 2, 1, 2])
     for _ in range(60):
         out, b, lab = apply_transform(t, image, boxes, labels)
@@ -75,7 +81,9 @@ def test_crop_zooms_and_keeps_the_chosen_box():
     t = build_transform({"crop": {"p": 1.0, "scale": [0.5, 0.5]}, "min_area": 0}, seed=0)
     image = _image((100, 100))
     for _ in range(10):
-        out, boxes, _ = apply_transform(t, image, np.array([[40, 40, 50, 50]], np.float32), np.array([1]))
+        out, boxes, _ = apply_transform(
+            t, image, np.array([[40, 40, 50, 50]], np.float32), np.array([1])
+        )
         assert out.shape == (100, 100)
         assert boxes.shape == (1, 4)
         np.testing.assert_allclose(boxes[0, 2:] - boxes[0, :2], [20, 20], atol=1e-3)
@@ -88,8 +96,12 @@ def test_boxes_mostly_outside_the_crop_are_dropped_per_min_visibility():
     boxes = np.array([[0, 0, 10, 10], [40, 40, 60, 60]], np.float32)
     labels = np.array([1, 2])
     image = _image((100, 100))
-    strict = build_transform({"crop": {"p": 1.0, "scale": [0.5, 0.5]}, "min_visibility": 0.3, "min_area": 0}, seed=0)
-    loose = build_transform({"crop": {"p": 1.0, "scale": [0.5, 0.5]}, "min_visibility": 0.2, "min_area": 0}, seed=0)
+    strict = build_transform(
+        {"crop": {"p": 1.0, "scale": [0.5, 0.5]}, "min_visibility": 0.3, "min_area": 0}, seed=0
+    )
+    loose = build_transform(
+        {"crop": {"p": 1.0, "scale": [0.5, 0.5]}, "min_visibility": 0.2, "min_area": 0}, seed=0
+    )
     counts_strict, partial_seen = set(), False
     for _ in range(30):
         _, b, lab = apply_transform(strict, image, boxes, labels)
@@ -105,11 +117,15 @@ def test_boxes_mostly_outside_the_crop_are_dropped_per_min_visibility():
 
 def test_image_without_boxes_and_boxes_that_all_vanish():
     t = build_transform(FULL_CFG, seed=0)
-    out, boxes, labels = apply_transform(t, _image((40, 40)), np.zeros((0, 4), np.float32), np.zeros((0,), np.int64))
+    out, boxes, labels = apply_transform(
+        t, _image((40, 40)), np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
+    )
     assert out.shape == (40, 40) and boxes.shape == (0, 4) and labels.shape == (0,)
     # a sub-pixel box is degenerate after the transform: dropped, leaving a negative example
     t = build_transform({"hflip": 1.0, "min_area": 0, "min_visibility": 0}, seed=0)
-    out, boxes, labels = apply_transform(t, _image((40, 40)), np.array([[10, 10, 10.5, 20]]), np.array([1]))
+    out, boxes, labels = apply_transform(
+        t, _image((40, 40)), np.array([[10, 10, 10.5, 20]]), np.array([1])
+    )
     assert boxes.shape == (0, 4) and labels.shape == (0,)
 
 
@@ -193,8 +209,19 @@ def tiny_coco(tmp_path_factory):
         Image.fromarray(arr).save(root / f"img{i}.png")
         images.append({"id": i + 1, "file_name": f"img{i}.png", "width": 64, "height": 48})
         for b in boxes:
-            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": 7, "bbox": b, "area": 80, "iscrowd": 0})
-    return CocoDataset(root=root, images=images, annotations=annotations, categories=[{"id": 7, "name": "spot"}])
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i + 1,
+                    "category_id": 7,
+                    "bbox": b,
+                    "area": 80,
+                    "iscrowd": 0,
+                }
+            )
+    return CocoDataset(
+        root=root, images=images, annotations=annotations, categories=[{"id": 7, "name": "spot"}]
+    )
 
 
 def _panels(fig):

@@ -56,27 +56,48 @@ def test_a_syntax_error_in_a_parameters_file_names_the_file_line_and_column(tmp_
         ProjectConfigLoader(conf_source=str(conf), **CONFIG_LOADER_ARGS)["parameters"]
     error = excinfo.value
     first, *excerpt = str(error).splitlines()
-    assert first == (f"Invalid YAML in {broken.as_posix()}, line {line}, column 7: "
-                     f"mapping values are not allowed here.")
+    assert first == (
+        f"Invalid YAML in {broken.as_posix()}, line {line}, column 7: "
+        f"mapping values are not allowed here."
+    )
     assert excerpt == [f"{line:>5} |    bad: [1, 2", "      |       ^"]
     assert (error.path, error.line, error.column) == (broken.as_posix(), line, 7)
     assert "<file>" not in str(error) and error.__cause__ is None and error.__suppress_context__
     assert isinstance(error, ConfigError) and isinstance(error, ValueError)
 
 
-@pytest.mark.parametrize(("text", "line", "column", "problem"), [
-    ("a: [1, 2\nb: 3\n", 2, 2,
-     "expected ',' or ']', but got ':' "
-     "(while parsing a flow sequence started at line 1, column 4)"),
-    ("a: 1\nb: 2\na: 3\n", 3, 1,
-     "found duplicate key a (while constructing a mapping started at line 1, column 1)"),
-    ("e: !!python/object/apply:os.system ['true']\n", 1, 4,
-     "could not determine a constructor for the tag "
-     "'tag:yaml.org,2002:python/object/apply:os.system'"),
-    ("a: *nowhere\n", 1, 4, "found undefined alias 'nowhere'"),
-    ("a:\n\tb: 1\n", 2, 1,
-     "found character '\\t' that cannot start any token (while scanning for the next token)"),
-])
+@pytest.mark.parametrize(
+    ("text", "line", "column", "problem"),
+    [
+        (
+            "a: [1, 2\nb: 3\n",
+            2,
+            2,
+            "expected ',' or ']', but got ':' "
+            "(while parsing a flow sequence started at line 1, column 4)",
+        ),
+        (
+            "a: 1\nb: 2\na: 3\n",
+            3,
+            1,
+            "found duplicate key a (while constructing a mapping started at line 1, column 1)",
+        ),
+        (
+            "e: !!python/object/apply:os.system ['true']\n",
+            1,
+            4,
+            "could not determine a constructor for the tag "
+            "'tag:yaml.org,2002:python/object/apply:os.system'",
+        ),
+        ("a: *nowhere\n", 1, 4, "found undefined alias 'nowhere'"),
+        (
+            "a:\n\tb: 1\n",
+            2,
+            1,
+            "found character '\\t' that cannot start any token (while scanning for the next token)",
+        ),
+    ],
+)
 def test_every_kind_of_yaml_error_names_the_file(tmp_path, text, line, column, problem):
     conf = _conf(tmp_path)
     broken = conf / "local" / "parameters.yml"  # an environment's file, read after base
@@ -84,7 +105,8 @@ def test_every_kind_of_yaml_error_names_the_file(tmp_path, text, line, column, p
     with pytest.raises(ConfigFileError) as excinfo:
         ProjectConfigLoader(conf_source=str(conf), **CONFIG_LOADER_ARGS)["parameters"]
     assert str(excinfo.value).splitlines()[0] == (
-        f"Invalid YAML in {broken.as_posix()}, line {line}, column {column}: {problem}.")
+        f"Invalid YAML in {broken.as_posix()}, line {line}, column {column}: {problem}."
+    )
 
 
 def test_a_file_that_is_not_utf8_names_the_file_line_and_column(tmp_path):
@@ -93,8 +115,10 @@ def test_a_file_that_is_not_utf8_names_the_file_line_and_column(tmp_path):
     broken.write_bytes(b"# ok\nraw:\n  filepath: caf\xe9.csv\n")
     with pytest.raises(ConfigFileError) as excinfo:
         ProjectConfigLoader(conf_source=str(conf), **CONFIG_LOADER_ARGS)["catalog"]
-    assert str(excinfo.value) == (f"Config file {broken.as_posix()} is not UTF-8 text: byte 0xe9 "
-                                  f"at line 3, column 16 (byte offset 25); save it as UTF-8.")
+    assert str(excinfo.value) == (
+        f"Config file {broken.as_posix()} is not UTF-8 text: byte 0xe9 "
+        f"at line 3, column 16 (byte offset 25); save it as UTF-8."
+    )
 
 
 def test_valid_config_loads_as_with_kedros_loader():
@@ -108,8 +132,9 @@ def test_the_hook_stops_a_run_at_context_creation_with_one_message(tmp_path):
     conf = _conf(tmp_path)
     broken = conf / "base" / "parameters_data.yml"
     line = _break(broken, "  seed: 42", "   bad: [1, 2")
-    context = SimpleNamespace(config_loader=ProjectConfigLoader(conf_source=str(conf),
-                                                                **CONFIG_LOADER_ARGS))
+    context = SimpleNamespace(
+        config_loader=ProjectConfigLoader(conf_source=str(conf), **CONFIG_LOADER_ARGS)
+    )
     with pytest.raises(ConfigFileError, match=rf"{broken.as_posix()}, line {line}, column 7"):
         ConfigCheckHooks().after_context_created(context=context)
 

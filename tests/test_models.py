@@ -22,8 +22,15 @@ torch.set_num_threads(2)
 
 SMALL = {"min_size": 96, "max_size": 96, "anchor_sizes": [8, 16, 32, 64, 128]}
 # fewer proposals and RoIs: quick forward passes on CPU
-FAST = {**SMALL, "rpn_pre_nms_top_n_train": 200, "rpn_post_nms_top_n_train": 100, "rpn_pre_nms_top_n_test": 100,
-        "rpn_post_nms_top_n_test": 50, "box_batch_size_per_image": 64, "rpn_batch_size_per_image": 64}
+FAST = {
+    **SMALL,
+    "rpn_pre_nms_top_n_train": 200,
+    "rpn_post_nms_top_n_train": 100,
+    "rpn_pre_nms_top_n_test": 100,
+    "rpn_post_nms_top_n_test": 50,
+    "box_batch_size_per_image": 64,
+    "rpn_batch_size_per_image": 64,
+}
 
 R18_FILE = "resnet18-f37072fd.pth"
 COCO_V1_FILE = "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth"
@@ -43,7 +50,10 @@ def _forward_both_modes(model: nn.Module, in_channels: int) -> None:
     assert len(out) == 2 and set(out[0]) == {"boxes", "labels", "scores"}
     model.train()
     targets = [
-        {"boxes": torch.tensor([[10.0, 10.0, 20.0, 22.0], [40.0, 40.0, 52.0, 50.0]]), "labels": torch.tensor([1, 1])},
+        {
+            "boxes": torch.tensor([[10.0, 10.0, 20.0, 22.0], [40.0, 40.0, 52.0, 50.0]]),
+            "labels": torch.tensor([1, 1]),
+        },
         {"boxes": torch.tensor([[5.0, 6.0, 15.0, 14.0]]), "labels": torch.tensor([1])},
     ]
     losses = model(images, targets)
@@ -59,7 +69,11 @@ def _forward_both_modes(model: nn.Module, in_channels: int) -> None:
 @pytest.mark.parametrize("in_channels", [1, 3])
 @pytest.mark.parametrize("norm", ["frozen_bn", "bn", "gn"])
 def test_every_variant_builds(variant, backbone, in_channels, norm):
-    model = build_model(_cfg_for(norm, variant=variant, backbone=backbone, in_channels=in_channels), 1, load_weights=False)
+    model = build_model(
+        _cfg_for(norm, variant=variant, backbone=backbone, in_channels=in_channels),
+        1,
+        load_weights=False,
+    )
     assert isinstance(model, torchvision.models.detection.FasterRCNN)
     body = model.backbone.body
     assert body.conv1.in_channels == in_channels
@@ -104,11 +118,15 @@ STUDY_COUNTS = {  # seed 003 / SPEC: 1 input channel, 2 classes, pretrained-styl
 def test_parameter_counts_equal_the_study(variant, backbone):
     pretrained = "full" if backbone == "resnet50" else "backbone"
     model = build_model(
-        {"variant": variant, "backbone": backbone, "pretrained": pretrained, "in_channels": 1}, 1, load_weights=False
+        {"variant": variant, "backbone": backbone, "pretrained": pretrained, "in_channels": 1},
+        1,
+        load_weights=False,
     )
     counts = count_parameters(model)
     assert round(counts["total"] / 1e6, 2) == STUDY_COUNTS[(variant, backbone)]
-    assert model.smallobj_config["norm"] == ("frozen_bn" if variant == "v1" else "bn")  # as torchvision's builders
+    assert model.smallobj_config["norm"] == (
+        "frozen_bn" if variant == "v1" else "bn"
+    )  # as torchvision's builders
     assert 0 < counts["trainable"] < counts["total"]  # default trainable_layers 3
 
 
@@ -119,7 +137,9 @@ def test_equal_to_torchvision_builders(variant):
         "v2": torchvision.models.detection.fasterrcnn_resnet50_fpn_v2,
     }[variant]
     reference = builder(weights=None, weights_backbone=None)  # 91 classes, BatchNorm, all trainable
-    ours = build_model({"variant": variant, "backbone": "resnet50", "in_channels": 3, "norm": "bn"}, 90)
+    ours = build_model(
+        {"variant": variant, "backbone": "resnet50", "in_channels": 3, "norm": "bn"}, 90
+    )
     assert count_parameters(ours) == count_parameters(reference)
     a, b = reference.state_dict(), ours.state_dict()
     assert set(a) == set(b)
@@ -167,7 +187,10 @@ def test_torchvision_file_names_come_from_the_installed_enums():
     assert files["backbone/resnet18"] == R18_FILE
     assert files["backbone/resnet34"] == "resnet34-b627a593.pth"
     assert files["backbone/resnet50"] == "resnet50-0676ba61.pth"
-    assert files["backbone/resnet101"] == torchvision.models.ResNet101_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+    assert (
+        files["backbone/resnet101"]
+        == torchvision.models.ResNet101_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+    )
     assert files["full/resnet50_v1"] == COCO_V1_FILE
     assert files["full/resnet50_v2"] == "fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth"
     with pytest.raises(ConfigError, match="only for the resnet50"):
@@ -175,15 +198,26 @@ def test_torchvision_file_names_come_from_the_installed_enums():
 
 
 @pytest.mark.parametrize("conv1_init", ["sum", "mean"])
-def test_backbone_weights_from_the_hub_cache_with_1_channel_conv1(torch_home, r18_state, conv1_init):
+def test_backbone_weights_from_the_hub_cache_with_1_channel_conv1(
+    torch_home, r18_state, conv1_init
+):
     torch.save(r18_state, torch_home / "hub" / "checkpoints" / R18_FILE)
     model = build_model(
-        {"backbone": "resnet18", "pretrained": "backbone", "in_channels": 1, "conv1_init": conv1_init, **SMALL}, 1
+        {
+            "backbone": "resnet18",
+            "pretrained": "backbone",
+            "in_channels": 1,
+            "conv1_init": conv1_init,
+            **SMALL,
+        },
+        1,
     )
     body = model.backbone.body.state_dict()
     assert _assert_body_matches(body, r18_state) > 50
     rgb = r18_state["conv1.weight"]
-    expected = rgb.sum(dim=1, keepdim=True) if conv1_init == "sum" else rgb.mean(dim=1, keepdim=True)
+    expected = (
+        rgb.sum(dim=1, keepdim=True) if conv1_init == "sum" else rgb.mean(dim=1, keepdim=True)
+    )
     assert torch.allclose(body["conv1.weight"], expected)
     assert model.smallobj_weights["file"].endswith(R18_FILE)
     assert model.smallobj_config["norm"] == "frozen_bn"
@@ -194,7 +228,14 @@ def test_backbone_weights_3_channels_and_explicit_path(tmp_path, torch_home, r18
     path.parent.mkdir()
     torch.save(r18_state, path)
     model = build_model(
-        {"backbone": "resnet18", "pretrained": "backbone", "in_channels": 3, "weights_path": str(path), **SMALL}, 1
+        {
+            "backbone": "resnet18",
+            "pretrained": "backbone",
+            "in_channels": 3,
+            "weights_path": str(path),
+            **SMALL,
+        },
+        1,
     )
     body = model.backbone.body.state_dict()
     assert _assert_body_matches(body, r18_state, skip=("fc.",)) > 50
@@ -212,8 +253,14 @@ def test_backbone_by_name_from_a_project_checkpoint(tmp_path, torch_home, r18_st
     folder.mkdir()
     torch.save({"model": wrapped, "epoch": 3}, folder / "gray_r18.pt")
     model = build_model(
-        {"backbone": "resnet18", "pretrained": "backbone", "weights_path": "gray_r18", "weights_dir": str(folder),
-         "in_channels": 1, **SMALL},
+        {
+            "backbone": "resnet18",
+            "pretrained": "backbone",
+            "weights_path": "gray_r18",
+            "weights_dir": str(folder),
+            "in_channels": 1,
+            **SMALL,
+        },
         1,
     )
     body = model.backbone.body.state_dict()
@@ -261,7 +308,9 @@ def test_pickled_object_is_refused_without_running_it(tmp_path):
         W.load_state_dict(bad)
     assert not marker.exists()
     with pytest.raises(WeightsError, match="refused"):
-        build_model({"backbone": "resnet18", "pretrained": "backbone", "weights_path": str(bad), **SMALL}, 1)
+        build_model(
+            {"backbone": "resnet18", "pretrained": "backbone", "weights_path": str(bad), **SMALL}, 1
+        )
     assert not marker.exists()
 
 
@@ -281,15 +330,26 @@ def test_full_coco_weights_v1(torch_home):
     """COCO v1 file (legacy RPN key names, as torchvision's real file): every tensor except the
     predictor's and the adapted conv1 is the file's; conv1 is the mean over RGB."""
     torch.manual_seed(2)
-    state = _randomised(torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None).state_dict())
+    state = _randomised(
+        torchvision.models.detection.fasterrcnn_resnet50_fpn(
+            weights=None, weights_backbone=None
+        ).state_dict()
+    )
     state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
     for kind in ("weight", "bias"):
         state[f"rpn.head.conv.{kind}"] = state.pop(f"rpn.head.conv.0.0.{kind}")
     torch.save(state, torch_home / "hub" / "checkpoints" / COCO_V1_FILE)
 
     model = build_model(
-        {"variant": "v1", "backbone": "resnet50", "pretrained": "full", "in_channels": 1, "conv1_init": "mean",
-         "head_init": "xavier", **SMALL},
+        {
+            "variant": "v1",
+            "backbone": "resnet50",
+            "pretrained": "full",
+            "in_channels": 1,
+            "conv1_init": "mean",
+            "head_init": "xavier",
+            **SMALL,
+        },
         1,
     )
     ours = model.state_dict()
@@ -301,12 +361,21 @@ def test_full_coco_weights_v1(torch_home):
         assert torch.equal(ours[key], v), k
         checked += 1
     assert checked == len(state) - 5  # 4 predictor tensors + conv1
-    assert torch.allclose(ours["backbone.body.conv1.weight"], state["backbone.body.conv1.weight"].mean(dim=1, keepdim=True))
+    assert torch.allclose(
+        ours["backbone.body.conv1.weight"],
+        state["backbone.body.conv1.weight"].mean(dim=1, keepdim=True),
+    )
     assert ours["roi_heads.box_predictor.cls_score.weight"].shape == (2, 1024)
-    assert torch.all(ours["roi_heads.box_predictor.cls_score.bias"] == 0)  # xavier kept on the new predictor only
-    assert model.smallobj_config["frozen_bn_eps"] == 0.0  # as torchvision's overwrite_eps for this file
+    assert torch.all(
+        ours["roi_heads.box_predictor.cls_score.bias"] == 0
+    )  # xavier kept on the new predictor only
+    assert (
+        model.smallobj_config["frozen_bn_eps"] == 0.0
+    )  # as torchvision's overwrite_eps for this file
     assert model.backbone.body.bn1.eps == 0.0
-    assert model.backbone.body.conv1.weight.requires_grad  # adapted conv1 trainable (default trainable_layers 3)
+    assert (
+        model.backbone.body.conv1.weight.requires_grad
+    )  # adapted conv1 trainable (default trainable_layers 3)
     assert not model.backbone.body.layer1[0].conv1.weight.requires_grad
 
     rebuilt = build_model(model.smallobj_config, 1, load_weights=False)
@@ -317,15 +386,24 @@ def test_full_coco_weights_v1(torch_home):
 # ---------------------------------------------------------------------- freezing and config
 def _trainable_groups(model) -> dict[str, bool]:
     body = model.backbone.body
-    return {name: any(p.requires_grad for p in getattr(body, name).parameters()) for name in
-            ("conv1", "layer1", "layer2", "layer3", "layer4")}
+    return {
+        name: any(p.requires_grad for p in getattr(body, name).parameters())
+        for name in ("conv1", "layer1", "layer2", "layer3", "layer4")
+    }
 
 
 @pytest.mark.parametrize("layers", [0, 2, 5])
 def test_trainable_layers_freeze_the_backbone(layers):
     model = build_model(
-        {"backbone": "resnet18", "pretrained": "backbone", "in_channels": 3, "trainable_layers": layers, **SMALL},
-        1, load_weights=False,
+        {
+            "backbone": "resnet18",
+            "pretrained": "backbone",
+            "in_channels": 3,
+            "trainable_layers": layers,
+            **SMALL,
+        },
+        1,
+        load_weights=False,
     )
     order = ["layer4", "layer3", "layer2", "layer1", "conv1"]
     expected = {name: i < layers for i, name in enumerate(order)}
@@ -337,9 +415,16 @@ def test_trainable_layers_freeze_the_backbone(layers):
 @pytest.mark.parametrize("train_conv1", [True, False])
 def test_adapted_conv1_stays_trainable(train_conv1):
     model = build_model(
-        {"backbone": "resnet18", "pretrained": "backbone", "in_channels": 1, "trainable_layers": 0,
-         "train_conv1_when_adapted": train_conv1, **SMALL},
-        1, load_weights=False,
+        {
+            "backbone": "resnet18",
+            "pretrained": "backbone",
+            "in_channels": 1,
+            "trainable_layers": 0,
+            "train_conv1_when_adapted": train_conv1,
+            **SMALL,
+        },
+        1,
+        load_weights=False,
     )
     groups = _trainable_groups(model)
     assert groups.pop("conv1") is train_conv1
@@ -375,17 +460,28 @@ def test_resolved_defaults():
     assert scratch.image_mean == [0.449] and scratch.image_std == [0.226]
     pre = ModelConfig.from_dict({"pretrained": "backbone"}).resolved()
     assert (pre.norm, pre.trainable_layers, pre.frozen_bn_eps) == ("frozen_bn", 3, 1e-5)
-    assert ModelConfig.from_dict({"pretrained": "backbone", "variant": "v2"}).resolved().norm == "bn"
+    assert (
+        ModelConfig.from_dict({"pretrained": "backbone", "variant": "v2"}).resolved().norm == "bn"
+    )
     big = ModelConfig.from_dict({"rpn_post_nms_top_n_test": 3000}).resolved()
     assert big.rpn_pre_nms_top_n_test == 3000
 
 
 def test_settings_reach_the_model_and_the_config_rebuilds_it():
     cfg = {
-        "backbone": "resnet18", "norm": "gn", "zero_init_residual": True, "head_init": "xavier",
-        "anchor_sizes": [[6, 8], [12, 16], [24, 32], [48, 64], [96, 128]], "aspect_ratios": [1.0],
-        "min_size": [96, 128], "max_size": 160, "image_mean": 0.5, "image_std": 0.25,
-        "box_detections_per_img": 300, "rpn_post_nms_top_n_test": 1500, "box_score_thresh": 0.01,
+        "backbone": "resnet18",
+        "norm": "gn",
+        "zero_init_residual": True,
+        "head_init": "xavier",
+        "anchor_sizes": [[6, 8], [12, 16], [24, 32], [48, 64], [96, 128]],
+        "aspect_ratios": [1.0],
+        "min_size": [96, 128],
+        "max_size": 160,
+        "image_mean": 0.5,
+        "image_std": 0.25,
+        "box_detections_per_img": 300,
+        "rpn_post_nms_top_n_test": 1500,
+        "box_score_thresh": 0.01,
     }
     model = build_model(cfg, 3)
     assert model.rpn.anchor_generator.sizes == ((6, 8), (12, 16), (24, 32), (48, 64), (96, 128))
@@ -393,12 +489,18 @@ def test_settings_reach_the_model_and_the_config_rebuilds_it():
     assert model.transform.min_size == (96, 128) and model.transform.max_size == 160
     assert model.transform.image_mean == [0.5] and model.transform.image_std == [0.25]
     assert model.roi_heads.detections_per_img == 300 and model.roi_heads.score_thresh == 0.01
-    assert model.rpn._post_nms_top_n["testing"] == 1500 and model.rpn._pre_nms_top_n["testing"] == 1500
+    assert (
+        model.rpn._post_nms_top_n["testing"] == 1500 and model.rpn._pre_nms_top_n["testing"] == 1500
+    )
     assert model.roi_heads.box_predictor.cls_score.out_features == 4
     assert isinstance(model.backbone.body.bn1, nn.GroupNorm)
     assert torch.all(model.backbone.body.layer1[0].bn2.weight == 0)  # zero_init_residual with GN
-    assert float(model.backbone.body.conv1.weight.detach().std()) == pytest.approx((2 / (64 * 49)) ** 0.5, rel=0.2)  # Kaiming
-    assert float(model.rpn.head.conv[0][0].weight.detach().std()) > 0.015  # Xavier, not torchvision's std 0.01
+    assert float(model.backbone.body.conv1.weight.detach().std()) == pytest.approx(
+        (2 / (64 * 49)) ** 0.5, rel=0.2
+    )  # Kaiming
+    assert (
+        float(model.rpn.head.conv[0][0].weight.detach().std()) > 0.015
+    )  # Xavier, not torchvision's std 0.01
     assert torch.all(model.rpn.head.conv[0][0].bias == 0)
 
     config = model.smallobj_config

@@ -74,7 +74,9 @@ LOADERS = {
 
 @pytest.mark.parametrize("carrier", ["code", "object", "module"])
 @pytest.mark.parametrize("loader", list(LOADERS))
-def test_a_checkpoint_with_pickled_objects_is_refused_and_its_code_never_runs(tmp_path, loader, carrier):
+def test_a_checkpoint_with_pickled_objects_is_refused_and_its_code_never_runs(
+    tmp_path, loader, carrier
+):
     path, marker = _malicious(tmp_path, carrier)
     with pytest.raises(WeightsError, match=REFUSED) as excinfo:
         LOADERS[loader](path)
@@ -96,8 +98,14 @@ def test_resuming_from_a_planted_checkpoint_is_refused(tmp_path):
 
 
 def test_what_the_project_saves_loads_back(tmp_path):
-    save_checkpoint({"model": {"w": torch.ones(3)}, "config": {"backbone": "resnet18", "sizes": [8, 16]},
-                     "history": [{"epoch": 1, "loss": 0.5}]}, tmp_path / "ok.pt")
+    save_checkpoint(
+        {
+            "model": {"w": torch.ones(3)},
+            "config": {"backbone": "resnet18", "sizes": [8, 16]},
+            "history": [{"epoch": 1, "loss": 0.5}],
+        },
+        tmp_path / "ok.pt",
+    )
     data = load_checkpoint(tmp_path / "ok.pt")
     assert data["config"]["sizes"] == [8, 16] and torch.equal(data["model"]["w"], torch.ones(3))
     assert set(W.load_state_dict(tmp_path / "ok.pt")) == {"w"}
@@ -121,8 +129,18 @@ def _calls(tree: ast.AST):
 def test_the_source_loads_torch_files_with_weights_only_and_yaml_safely():
     """Every torch.load in the package passes weights_only=True; nothing unpickles or loads
     YAML unsafely."""
-    forbidden = {"pickle.load", "pickle.loads", "yaml.load", "yaml.unsafe_load", "yaml.full_load",
-                 "torch.jit.load", "dill.load", "joblib.load", "numpy.load", "np.load"}
+    forbidden = {
+        "pickle.load",
+        "pickle.loads",
+        "yaml.load",
+        "yaml.unsafe_load",
+        "yaml.full_load",
+        "torch.jit.load",
+        "dill.load",
+        "joblib.load",
+        "numpy.load",
+        "np.load",
+    }
     found_torch_load = 0
     for path in sorted(SRC.rglob("*.py")):
         tree = ast.parse(path.read_text(), filename=str(path))
@@ -131,10 +149,15 @@ def test_the_source_loads_torch_files_with_weights_only_and_yaml_safely():
             if name == "torch.load":
                 found_torch_load += 1
                 kw = {k.arg: k.value for k in call.keywords}
-                assert "weights_only" in kw and isinstance(kw["weights_only"], ast.Constant) \
-                    and kw["weights_only"].value is True, f"{where}: torch.load without weights_only=True"
+                assert (
+                    "weights_only" in kw
+                    and isinstance(kw["weights_only"], ast.Constant)
+                    and kw["weights_only"].value is True
+                ), f"{where}: torch.load without weights_only=True"
             assert name not in forbidden, f"{where}: {name} can run code from an untrusted file"
-    assert found_torch_load == 1  # one loader (checkpoint.load_checkpoint) serves checkpoints and weights
+    assert (
+        found_torch_load == 1
+    )  # one loader (checkpoint.load_checkpoint) serves checkpoints and weights
 
 
 def test_parameters_yaml_with_python_tags_is_refused(tmp_path):
@@ -168,9 +191,15 @@ def test_dataset_file_names_cannot_leave_the_dataset_on_read_or_when_copied(tmp_
     root = tmp_path / "ds"
     root.mkdir()
     (tmp_path / "outside.png").write_bytes(b"x")
-    (root / "annotations.json").write_text(json.dumps({
-        "images": [{"id": 1, "file_name": file_name, "width": 4, "height": 4}],
-        "annotations": [], "categories": [{"id": 1}]}))
+    (root / "annotations.json").write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": file_name, "width": 4, "height": 4}],
+                "annotations": [],
+                "categories": [{"id": 1}],
+            }
+        )
+    )
     coco = CocoDataset.from_dir(root)
     with pytest.raises(DatasetError, match="image id 1: file_name"):
         coco.read_image(1)
@@ -184,5 +213,7 @@ def test_a_bare_weights_name_is_looked_up_only_in_its_folder(tmp_path):
     (tmp_path / "outside.pt").write_bytes(b"x")
     folder = tmp_path / "backbones"
     folder.mkdir()
-    with pytest.raises(WeightsError, match=r"named 'outside' not found: expected file 'outside\.pt' in"):
+    with pytest.raises(
+        WeightsError, match=r"named 'outside' not found: expected file 'outside\.pt' in"
+    ):
         W.resolve_weight_file("outside", "backbone", "resnet18", search_dirs=[folder])

@@ -145,28 +145,8 @@ def resolve_weight_file(
     if isinstance(spec, str) and spec.strip().lower() in ("torchvision", "default", ""):
         spec = None
     dirs = _as_dirs(search_dirs)
-
     if spec is None:
-        url = torchvision_weight_url(kind, arch, variant)  # ConfigError for unsupported archs
-        name = url.rsplit("/", 1)[-1]
-        hub = hub_checkpoint_dir()
-        for d in [hub, *dirs]:
-            if (d / name).is_file():
-                return (d / name).resolve()
-        what = (
-            f"ImageNet weights for the {arch} backbone"
-            if kind == "backbone"
-            else f"COCO Faster R-CNN {variant} weights ({arch})"
-        )
-        also = f" (also looked in: {', '.join(str(d.resolve()) for d in dirs)})" if dirs else ""
-        raise WeightsError(
-            f"{what} not found: file '{name}' is not in {hub.resolve()}{also}. "
-            "Pretrained weights are never downloaded. On a machine with internet access fetch "
-            f"{url} and copy it to {hub.resolve()}/{name} (the torch hub cache, "
-            "$TORCH_HOME/hub/checkpoints), or set model.weights_path to the file's path, or use "
-            "pretrained: none."
-        )
-
+        return _torchvision_file(kind, arch, variant, dirs)
     path = Path(spec).expanduser()
     if isinstance(spec, Path) or _looks_like_path(str(spec)) or path.is_file():
         if path.is_file():
@@ -175,8 +155,34 @@ def resolve_weight_file(
             f"{kind} weight file '{path.name}' not found in {path.parent.resolve()} "
             f"(model.weights_path = {str(spec)!r}); pretrained weights are never downloaded"
         )
+    return _named_file(str(spec), kind, dirs)
 
-    name = str(spec)
+
+def _torchvision_file(kind: str, arch: str, variant: str, dirs: list[Path]) -> Path:
+    """torchvision's file for the architecture, in the hub cache or ``dirs``."""
+    url = torchvision_weight_url(kind, arch, variant)  # ConfigError for unsupported archs
+    name = url.rsplit("/", 1)[-1]
+    hub = hub_checkpoint_dir()
+    for d in [hub, *dirs]:
+        if (d / name).is_file():
+            return (d / name).resolve()
+    what = (
+        f"ImageNet weights for the {arch} backbone"
+        if kind == "backbone"
+        else f"COCO Faster R-CNN {variant} weights ({arch})"
+    )
+    also = f" (also looked in: {', '.join(str(d.resolve()) for d in dirs)})" if dirs else ""
+    raise WeightsError(
+        f"{what} not found: file '{name}' is not in {hub.resolve()}{also}. "
+        "Pretrained weights are never downloaded. On a machine with internet access fetch "
+        f"{url} and copy it to {hub.resolve()}/{name} (the torch hub cache, "
+        "$TORCH_HOME/hub/checkpoints), or set model.weights_path to the file's path, or use "
+        "pretrained: none."
+    )
+
+
+def _named_file(name: str, kind: str, dirs: list[Path]) -> Path:
+    """``NAME``, ``NAME.pt`` or ``NAME.pth`` in the first of ``dirs`` that holds one."""
     tried: list[str] = []
     for d in dirs:
         for suffix in NAME_SUFFIXES:
