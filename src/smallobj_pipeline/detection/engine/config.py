@@ -1,138 +1,121 @@
 """The training settings (an experiment's ``training:`` section), each declared once with its
-default and a one-line comment, checked by pydantic.
+default and a one-line description, checked by pydantic through the project's typed-section
+plumbing (:mod:`..modeling.config`: strict scalars, ``Literal`` choices, ``Field`` ranges,
+errors as :class:`ConfigError` naming ``training.<key>``).
 
-:class:`SettingsModel` is the base of every settings section read from the parameters files
-(this one and ``pretrain:``): unknown keys are refused, and pydantic's errors become the
-project's :class:`ConfigError` with a message naming the section and the key
-(``training.lr must be > 0, got 0``).
+:func:`parse_settings` is how a flat settings section (this one, ``pretrain:``) is read: unknown
+keys are refused first, in the message users know (``unknown training setting(s) [...]; valid
+settings: [...]``), and a validator's own message (which names the key) is passed on as it is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar, Literal
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from .. import constants as K
 from ..errors import ConfigError
+from ..modeling.config import (
+    ConfigSection,
+    Flag,
+    Fraction,
+    Integer,
+    Number,
+    PositiveInt,
+    PositiveNumber,
+    describe_errors,
+)
 
+S = TypeVar("S", bound=ConfigSection)
+
+NonNegativeInt = Annotated[Integer, Field(ge=0)]
+NonNegative = Annotated[Number, Field(ge=0.0)]
+Optimizer = Literal[K.OPTIMIZERS]  # type: ignore[valid-type]
 Schedule = Literal["none", "step", "multistep", "cosine", "plateau"]
 
-# what each pydantic error type requires, in the words of the project's messages
-_BOUNDS = {
-    "greater_than_equal": ">=",
-    "greater_than": ">",
-    "less_than_equal": "<=",
-    "less_than": "<",
-}
-_TYPES = {
-    "int_type": "an integer",
-    "int_parsing": "an integer",
-    "int_from_float": "an integer",
-    "float_type": "a number",
-    "float_parsing": "a number",
-    "bool_type": "true or false",
-    "bool_parsing": "true or false",
-    "string_type": "a string",
-    "list_type": "a list",
-    "dict_type": "a mapping",
-    "none_required": "null",
-}
 
-
-def _requirement(error: Mapping[str, Any]) -> str:
-    kind, ctx = error["type"], error.get("ctx") or {}
-    if kind in _BOUNDS:
-        return f"{_BOUNDS[kind]} {next(iter(ctx.values()))}"
-    if kind == "literal_error":
-        return f"one of [{ctx['expected'].replace(' or ', ', ')}]"
-    if kind in _TYPES:
-        return _TYPES[kind]
-    return str(error["msg"]).removeprefix("Input should be ")
-
-
-def config_error(exc: ValidationError, model: type[SettingsModel]) -> ConfigError:
-    """The first problem of ``exc`` as one message naming ``model.SECTION`` and the key."""
-    errors = exc.errors()
-    unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden")
+def parse_settings(
+    cls: type[S],
+    cfg: Mapping[str, Any] | None,
+    unknown_message: Callable[[list[str]], str],
+    experiment: str | None = None,
+) -> S:
+    """``cfg`` as a ``cls`` or :class:`ConfigError` (prefixed with the ``experiment``, if given)."""
+    prefix = f"experiment {experiment!r}: " if experiment else ""
+    data = dict(cfg or {})
+    unknown = sorted(set(data) - set(cls.model_fields))
     if unknown:
-        return ConfigError(model.unknown_message(unknown))
-    first = errors[0]
-    if first["type"] == "value_error":  # a validator's own message, which names the key
-        return ConfigError(str(first["ctx"]["error"]))
-    key = first["loc"][0]
-    alternatives = [e for e in errors if e["loc"][:1] == (key,)]  # a union's branches
-    wanted = " or ".join(dict.fromkeys(_requirement(e) for e in alternatives))
-    return ConfigError(f"{model.SECTION}.{key} must be {wanted}, got {first['input']!r}")
+        raise ConfigError(prefix + unknown_message(unknown))
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        own = [str(e["ctx"]["error"]) for e in exc.errors() if e["type"] == "value_error"]
+        problems = own or describe_errors(exc, cls, cls.SECTION)
+        raise ConfigError(prefix + "; ".join(problems)) from None
 
 
-class SettingsModel(BaseModel):
-    """A settings section: unknown keys refused, errors as :class:`ConfigError`."""
-
-    model_config = ConfigDict(extra="forbid")
-    SECTION: ClassVar[str] = "settings"
-
-    @classmethod
-    def unknown_message(cls, unknown: list[str]) -> str:
-        return (
-            f"{cls.SECTION}: unknown setting(s) {unknown}; valid settings: {list(cls.model_fields)}"
-        )
-
-    @classmethod
-    def from_dict(cls, cfg: Mapping[str, Any] | None):
-        """The section from a parameters mapping (``None``: every default)."""
-        try:
-            return cls.model_validate(dict(cfg or {}))
-        except ValidationError as exc:
-            raise config_error(exc, cls) from None
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump()
-
-
-NonNegativeInt = Annotated[int, Field(ge=0)]
-
-
-class TrainConfig(SettingsModel):
-    """Every knob of the training loop (``training:`` of an experiment)."""
+class TrainConfig(ConfigSection):
+    """Every knob of the training loop (the ``training`` section of an experiment)."""
 
     SECTION: ClassVar[str] = "training"
 
-    epochs: int = Field(10, ge=1)  # passes over the training split
-    batch_size: int = Field(4, ge=1)  # images per step (per process under torchrun)
-    optimizer: Literal["sgd", "adamw"] = "sgd"  # constants.OPTIMIZERS
-    lr: float = Field(0.01, gt=0)  # base learning rate (the heads'; see backbone_lr_mult)
-    momentum: float = Field(0.9, ge=0)  # SGD momentum
-    weight_decay: float = Field(1e-4, ge=0)  # L2 penalty of SGD, decoupled decay of AdamW
-    backbone_lr_mult: float = Field(1.0, ge=0)  # < 1 gives the (pretrained) backbone a lower lr
-    warmup_iters: int = Field(50, ge=0)  # linear warm-up over this many optimizer steps
-    warmup_factor: float = Field(0.001, gt=0, le=1)  # the warm-up starts at this fraction of lr
-    schedule: Schedule = "cosine"  # learning-rate decay after (and during) the warm-up
-    step_size: int = 10  # epochs, for "step"
-    milestones: list[int] = [8, 11]  # epochs, for "multistep"
-    gamma: float = Field(0.1, gt=0, le=1)  # decay factor for step / multistep / plateau
-    plateau_patience: int = Field(3, ge=0)  # validations without gain before "plateau" decays
-    min_lr_ratio: float = Field(0.0, ge=0, le=1)  # cosine floor, as a fraction of lr
-    grad_clip_norm: float | None = Field(None, ge=0)  # clip the gradient norm (null/0: never)
-    accumulate_steps: int = Field(1, ge=1)  # batches per optimizer step
-    early_stopping_patience: NonNegativeInt | None = None  # epochs without gain (null/0: off)
-    monitor: str = "map_50"  # validation metric for best.pt, early stopping and plateau
-    val_every: int = Field(1, ge=1)  # validate every N epochs (and after the last one)
-    val_loss: bool = True  # also compute the detection losses on the validation split
-    score_threshold: float = Field(0.5, ge=0, le=1)  # detections kept by the IoU/precision metrics
-    amp: bool = True  # mixed precision (CUDA only)
-    cudnn_benchmark: bool = True  # cuDNN autotuner (CUDA only)
-    channels_last: bool = True  # NHWC convolutions (oneDNN on CPU, tensor cores with AMP on CUDA)
-    fused_optimizer: bool = True  # one fused kernel for the SGD/AdamW update where torch has it
-    num_workers: Literal["auto"] | NonNegativeInt = "auto"  # "auto": 0 on CPU, min(4, cpus) on CUDA
-    device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:N
-    seed: int = 42  # model initialisation, sampling and augmentation
-    deterministic: bool = True  # deterministic algorithms on CPU
-    resume: bool = False  # continue from last.pt when it exists
-    log_every: int = Field(10, ge=1)  # steps between progress lines
-    divergence_factor: float = Field(20.0, gt=0)  # epoch loss above this x the first one's: error
-    sync_bn: bool = False  # SyncBatchNorm under torchrun
+    # fmt: off
+    epochs: PositiveInt = Field(10, description="passes over the training split")
+    batch_size: PositiveInt = Field(4, description="images per step (per process under torchrun)")
+    optimizer: Optimizer = Field("sgd", description="sgd | adamw")
+    lr: PositiveNumber = Field(0.01, description="base learning rate (the heads')")
+    momentum: NonNegative = Field(0.9, description="SGD momentum")
+    weight_decay: NonNegative = Field(1e-4, description="L2 penalty (SGD), decoupled decay (AdamW)")
+    backbone_lr_mult: NonNegative = Field(1.0, description=(
+        "the backbone body's learning rate is lr x this (< 1: a gentler pretrained backbone)"))
+    warmup_iters: NonNegativeInt = Field(50, description="linear warm-up, in optimizer steps")
+    warmup_factor: PositiveNumber = Field(0.001, le=1.0, description=(
+        "the warm-up starts at this fraction of lr"))
+    schedule: Schedule = Field("cosine", description=(
+        "decay over the whole run, warm-up included: none | step | multistep | cosine | plateau"))
+    step_size: Integer = Field(10, description="epochs between decays, for step")
+    milestones: list[Integer] = Field([8, 11], description="epochs of the decays, for multistep")
+    gamma: PositiveNumber = Field(0.1, le=1.0, description=(
+        "decay factor for step / multistep / plateau"))
+    plateau_patience: NonNegativeInt = Field(3, description=(
+        "validations without improvement before plateau decays"))
+    min_lr_ratio: Fraction = Field(0.0, description="cosine floor, as a fraction of lr")
+    grad_clip_norm: NonNegative | None = Field(None, description=(
+        "gradient norm clipped to this (null or 0: no clipping)"))
+    accumulate_steps: PositiveInt = Field(1, description="batches per optimizer step")
+    early_stopping_patience: NonNegativeInt | None = Field(None, description=(
+        "stop after this many validations without improvement (null or 0: never)"))
+    monitor: str = Field("map_50", description=(
+        "validation metric for best.pt, early stopping and plateau (higher is better)"))
+    val_every: PositiveInt = Field(1, description="validate every N epochs (and after the last)")
+    val_loss: Flag = Field(True, description="also the detection losses on the validation split")
+    score_threshold: Fraction = Field(0.5, description=(
+        "detections kept by the validation's IoU, precision and recall"))
+    amp: Flag = Field(True, description="mixed precision (CUDA only)")
+    cudnn_benchmark: Flag = Field(True, description="cuDNN autotuner (CUDA only)")
+    channels_last: Flag = Field(True, description=(
+        "NHWC convolutions (oneDNN on CPU, tensor cores with AMP on CUDA)"))
+    fused_optimizer: Flag = Field(True, description=(
+        "one fused kernel for the SGD/AdamW update where torch has it"))
+    num_workers: Literal["auto"] | NonNegativeInt = Field("auto", description=(
+        "loader processes; auto: 0 on CPU, min(4, cpus) on CUDA"))
+    device: str = Field("auto", description="auto (CUDA when available) | cpu | cuda | cuda:N")
+    seed: Integer = Field(42, description="initialisation, sampling and augmentation")
+    deterministic: Flag = Field(True, description="deterministic algorithms on CPU")
+    resume: Flag = Field(False, description="continue from last.pt when it exists")
+    log_every: PositiveInt = Field(10, description="steps between progress lines")
+    divergence_factor: PositiveNumber = Field(20.0, description=(
+        "an epoch's mean loss over this x the first epoch's stops the run"))
+    sync_bn: Flag = Field(False, description="SyncBatchNorm under torchrun")
+    # fmt: on
+
+    @classmethod
+    def from_dict(cls, cfg: Mapping[str, Any] | None, experiment: str | None = None) -> TrainConfig:
+        return parse_settings(cls, cfg, cls.unknown_message, experiment)
 
     @classmethod
     def unknown_message(cls, unknown: list[str]) -> str:
-        return f"unknown training setting(s) {unknown}; valid settings: {sorted(cls.model_fields)}"
+        valid = sorted(cls.model_fields)
+        return f"unknown training setting(s) {unknown}; valid settings: {valid}"

@@ -1,13 +1,13 @@
 """The pretraining settings (``pretrain:`` in ``conf/base/parameters_pretrain.yml``), each
-declared once with its default and a one-line comment, checked by pydantic (strict numbers: a
-boolean or a string is not a number here). Errors are the project's :class:`ConfigError` naming
-the key (see :class:`~..engine.config.SettingsModel`).
+declared once with its default and a one-line description, checked by pydantic (strict numbers:
+a boolean or a string is not a number here). Errors are the project's :class:`ConfigError`
+naming the key (:func:`..engine.config.parse_settings`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -19,9 +19,19 @@ from ..constants import (
     IMAGENET_GRAY_STD,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    OPTIMIZERS,
 )
-from ..engine.config import SettingsModel
+from ..engine.config import NonNegative, parse_settings
 from ..errors import ConfigError
+from ..modeling.config import (
+    Channels,
+    ConfigSection,
+    Flag,
+    Fraction,
+    Integer,
+    PositiveInt,
+    PositiveNumber,
+)
 
 ARCHS = BACKBONES
 SOURCES = ("crops", "folder")
@@ -37,53 +47,69 @@ DEFAULT_AUGMENTATION: dict[str, Any] = {
 }
 
 
-def _count(default: int) -> Any:
-    return Field(default, ge=1, strict=True)
+Arch = Literal[BACKBONES]  # type: ignore[valid-type]
 
 
-def _number(default: float, ge: float = 0.0, le: float | None = None) -> Any:
-    return Field(default, ge=ge, le=le, strict=True)
-
-
-class PretrainConfig(SettingsModel):
+class PretrainConfig(ConfigSection):
     """Every setting of backbone pretraining."""
 
     SECTION: ClassVar[str] = "pretrain"
 
-    name: str = "indomain_r18_gray"  # the file <output_dir>/<name>.pt (weights_path: <name>)
-    arch: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet18"  # = ARCHS
-    in_channels: Literal[1, 3] = 1  # must equal the detector's model.in_channels
-    source: Literal["crops", "folder"] = "crops"  # crops of the COCO training split | a folder
-    folder_root: str | None = None  # for source: folder (root/<class>/*.png)
-    crop_size: int = _count(64)  # every crop / folder image is resized to crop_size x crop_size
-    context: float = _number(0.5)  # window side = box side x (1 + 2 x context), centred on the box
-    min_crop_side: int = _count(8)  # smallest window side in source pixels
-    crops_per_image: int | None = Field(None, ge=1, strict=True)  # per image at most (null: all)
-    background_ratio: float = _number(0.5)  # background crops per object crop (0: no background)
-    background_attempts: int = _count(50)  # random placements tried per background crop
-    train_split: str = "train"  # crops for training come from this split...
-    val_split: str = "val"  # ...and for the validation accuracy from this one
-    val_fraction: float = _number(0.2, le=0.9)  # folder without train/ + val/: held out per class
-    epochs: int = _count(15)  # passes over the training crops
-    batch_size: int = _count(64)  # crops per step
-    optimizer: Literal["sgd", "adamw"] = "sgd"  # sgd (Nesterov momentum) | adamw
-    lr: float = Field(0.05, gt=0, strict=True)  # peak learning rate
-    momentum: float = _number(0.9, le=1.0)  # SGD momentum (Nesterov when > 0)
-    weight_decay: float = _number(5e-4)  # not applied to norms and biases
-    warmup_epochs: float = _number(1.0)  # linear warm-up from warmup_factor x lr, then cosine
-    warmup_factor: float = _number(0.01, le=1.0)  # the warm-up starts at this fraction of lr
-    min_lr_ratio: float = _number(0.0, le=1.0)  # cosine floor as a fraction of lr
-    label_smoothing: float = _number(0.0, le=0.99)  # cross-entropy label smoothing
-    zero_init_residual: bool = False  # each residual block starts as the identity
-    image_mean: Any = None  # None: the detector's default (ImageNet's; their mean for 1 channel)
-    image_std: Any = None  # as image_mean
-    augmentation: dict[str, Any] | None = Field(default_factory=lambda: dict(DEFAULT_AUGMENTATION))
-    seed: int = 42  # crops, sampling, augmentation and initialisation
-    deterministic: bool = True  # deterministic algorithms on CPU
-    device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:N
-    num_workers: int | str = "auto"  # auto: 0 on CPU, min(4, cpus) on CUDA
-    log_every: int = _count(20)  # steps between progress lines
-    output_dir: str = "data/06_models/backbones"  # where <name>.pt is written
+    # fmt: off
+    name: str = Field("indomain_r18_gray", description=(
+        "the file <output_dir>/<name>.pt; experiments use weights_path: <name>"))
+    arch: Arch = Field("resnet18", description="= the detector's model.backbone")
+    in_channels: Channels = Field(1, description="= the detector's model.in_channels")
+    source: Literal["crops", "folder"] = Field("crops", description=(
+        "crops of the COCO training split | folder (folder_root/<class>/*.png)"))
+    folder_root: str | None = Field(None, description="for source: folder")
+    crop_size: PositiveInt = Field(64, description="every crop or folder image is resized to this")
+    context: NonNegative = Field(0.5, description=(
+        "object window side = box side x (1 + 2 x context), centred on the box"))
+    min_crop_side: PositiveInt = Field(8, description="smallest window side in source pixels")
+    crops_per_image: PositiveInt | None = Field(None, description=(
+        "at most this many object crops per image (seeded); null: all"))
+    background_ratio: NonNegative = Field(0.5, description=(
+        "background crops per object crop (0: no background class)"))
+    background_attempts: PositiveInt = Field(50, description=(
+        "random placements tried per background crop"))
+    train_split: str = Field("train", description="crops for training come from this split")
+    val_split: str = Field("val", description="crops for the validation accuracy from this one")
+    val_fraction: NonNegative = Field(0.2, le=0.9, description=(
+        "folder without train/ + val/: share of each class held out (seeded)"))
+    epochs: PositiveInt = Field(15, description="passes over the training crops")
+    batch_size: PositiveInt = Field(64, description="crops per step")
+    optimizer: Literal[OPTIMIZERS] = Field("sgd", description=(  # type: ignore[valid-type]
+        "sgd (Nesterov momentum) | adamw"))
+    lr: PositiveNumber = Field(0.05, description="peak learning rate")
+    momentum: Fraction = Field(0.9, description="SGD momentum (Nesterov when > 0)")
+    weight_decay: NonNegative = Field(5e-4, description="not applied to norms and biases")
+    warmup_epochs: NonNegative = Field(1.0, description=(
+        "linear warm-up from warmup_factor x lr, then cosine decay per iteration"))
+    warmup_factor: Fraction = Field(0.01, description="the warm-up starts at this fraction of lr")
+    min_lr_ratio: Fraction = Field(0.0, description="cosine floor as a fraction of lr")
+    label_smoothing: NonNegative = Field(0.0, le=0.99, description="cross-entropy label smoothing")
+    zero_init_residual: Flag = Field(False, description=(
+        "each residual block starts as the identity"))
+    image_mean: Any = Field(None, description=(
+        "null: the detector's default (ImageNet's; their mean for 1 channel)"))
+    image_std: Any = Field(None, description="as image_mean")
+    augmentation: dict[str, Any] | None = Field(
+        default_factory=lambda: dict(DEFAULT_AUGMENTATION),
+        description="the detector's augmentation schema (data/augment.py)")
+    seed: Integer = Field(42, description="crops, sampling, augmentation and initialisation")
+    deterministic: Flag = Field(True, description="deterministic algorithms on CPU")
+    device: str = Field("auto", description="auto (CUDA when available) | cpu | cuda | cuda:N")
+    num_workers: int | str = Field("auto", description="auto: 0 on CPU, min(4, cpus) on CUDA")
+    log_every: PositiveInt = Field(20, description="steps between progress lines")
+    output_dir: str = Field("data/06_models/backbones", description="where <name>.pt is written")
+    # fmt: on
+
+    @classmethod
+    def from_dict(
+        cls, cfg: Mapping[str, Any] | None, experiment: str | None = None
+    ) -> PretrainConfig:
+        return parse_settings(cls, cfg, cls.unknown_message, experiment)
 
     @field_validator("name")
     @classmethod
@@ -93,13 +119,6 @@ class PretrainConfig(SettingsModel):
                 f"pretrain.name {value!r} is not a valid file name: "
                 "use letters, digits, '_', '-', '.'"
             )
-        return value
-
-    @field_validator("in_channels", mode="before")
-    @classmethod
-    def _not_a_boolean(cls, value: Any) -> Any:
-        if isinstance(value, bool):  # True == 1 for Literal[1, 3]
-            raise ConfigError(f"pretrain.in_channels must be 1 or 3, got {value!r}")
         return value
 
     @model_validator(mode="after")
