@@ -25,7 +25,7 @@ from ..checkpoint import save_checkpoint
 from ..data.coco import CocoDataset
 from ..io import atomic_write
 from .experiment import train_experiment
-from .runtime import distributed
+from .runtime import distributed, end_distributed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,11 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         save_checkpoint(model_file, args.model_out)
         atomic_write(args.history_out, lambda tmp: pd.DataFrame(history).to_csv(tmp, index=False))
     if distributed_run:
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.barrier()
-            dist.destroy_process_group()
+        end_distributed()
     return 0
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, RandomSampler
 
 
@@ -109,8 +110,6 @@ def wrap_distributed(
     """Join the process group (NCCL on CUDA, gloo on CPU) and wrap ``model`` in
     DistributedDataParallel (SyncBatchNorm first on request). Returns ``(wrapped, model)``: the
     first to train, the second (its module) to save, validate and optimise."""
-    import torch.distributed as dist
-
     cuda = device.type == "cuda"
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if cuda else "gloo")
@@ -126,8 +125,13 @@ def wrap_distributed(
 
 def broadcast_flag(flag: bool, device: torch.device) -> bool:
     """Rank 0's ``flag`` on every rank (rank 0 validates; every rank follows its decisions)."""
-    import torch.distributed as dist
-
     tensor = torch.tensor([int(flag)], device=device if device.type == "cuda" else "cpu")
     dist.broadcast(tensor, src=0)
     return bool(tensor.item())
+
+
+def end_distributed() -> None:
+    """Wait for every rank, then leave the process group (when one was joined)."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
 
 from .. import constants
 from ..checkpoint import load_checkpoint
@@ -251,8 +252,6 @@ class Trainer(TrainerBase):
         cfg, cuda = self.cfg, self.device.type == "cuda"
         sampler = None
         if self.distributed:
-            from torch.utils.data.distributed import DistributedSampler
-
             sampler = DistributedSampler(self.train_set, shuffle=True, seed=cfg.seed)
             sampler.set_epoch(epoch)
         return epoch_loader(

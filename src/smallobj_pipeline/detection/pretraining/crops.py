@@ -183,47 +183,18 @@ def extract_crops(
     crops, all_sides = _Crops(crop_size), []
     for image_id in ids:
         image = to_channels(coco.read_image(image_id, intensity), in_channels)
-        height, width = image.shape[:2]
         anns = anns_per_image[image_id]
         objects = _objects(anns, crops_per_image, rng)
-        sides = [
-            crops.add(
-                image,
-                object_window(a["bbox"], width, height, context, min_crop_side),
-                class_of_category[a["category_id"]],
-                image_id,
-                "object",
-                a.get("id"),
-            )
-            for a in objects
-        ]
-        all_sides += sides
-        if not background:
-            continue
-        wanted = background_ratio * (len(objects) if objects else mean_objects)
-        count = int(math.floor(wanted) + (rng.random() < wanted - math.floor(wanted)))
-        boxes = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
-        boxes[:, 2:] += boxes[:, :2]
-        pool = sides or all_sides or [max(min_crop_side, crop_size)]
-        placed = background_windows(
-            boxes,
-            int(width),
-            int(height),
-            pool,
-            count,
-            rng,
-            attempts=background_attempts,
-            min_side=min_crop_side,
+        sides = crops.add_objects(
+            image, image_id, objects, class_of_category, context, min_crop_side
         )
-        if len(placed) < count:
-            logger.debug(
-                "image %s: %d of %d background crops placed (crowded image)",
-                image_id,
-                len(placed),
-                count,
-            )
-        for window in placed:
-            crops.add(image, window, 0, image_id, "background", None)
+        all_sides += sides
+        if background:
+            wanted = background_ratio * (len(objects) if objects else mean_objects)
+            count = int(math.floor(wanted) + (rng.random() < wanted - math.floor(wanted)))
+            pool = sides or all_sides or [max(min_crop_side, crop_size)]
+            crops.add_background(image, image_id, anns, count, pool, rng, background_attempts,
+                                 min_crop_side)  # fmt: skip
     return crops.to_set(classes)
 
 
@@ -262,6 +233,46 @@ class _Crops:
         self.kinds.append(kind)
         self.ann_ids.append(ann_id)
         return side
+
+    def add_objects(
+        self,
+        image: np.ndarray,
+        image_id: Any,
+        objects: list[dict[str, Any]],
+        class_of_category: dict[int, int],
+        context: float,
+        min_side: int,
+    ) -> list[int]:
+        """One crop per object (its window, see :func:`object_window`); returns their sides."""
+        height, width = image.shape[:2]
+        return [
+            self.add(image, object_window(a["bbox"], width, height, context, min_side),
+                     class_of_category[a["category_id"]], image_id, "object", a.get("id"))
+            for a in objects
+        ]  # fmt: skip
+
+    def add_background(
+        self,
+        image: np.ndarray,
+        image_id: Any,
+        anns: list[dict[str, Any]],
+        count: int,
+        sides: list[int],
+        rng: np.random.Generator,
+        attempts: int,
+        min_side: int,
+    ) -> None:
+        """Up to ``count`` crops that overlap no box of ``anns`` (crowd regions included)."""
+        height, width = image.shape[:2]
+        boxes = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]
+        placed = background_windows(boxes, int(width), int(height), sides, count, rng,
+                                    attempts=attempts, min_side=min_side)  # fmt: skip
+        if len(placed) < count:
+            logger.debug("image %s: %d of %d background crops placed (crowded image)",
+                         image_id, len(placed), count)  # fmt: skip
+        for window in placed:
+            self.add(image, window, 0, image_id, "background", None)
 
     def to_set(self, classes: list[str]) -> CropSet:
         return CropSet(

@@ -167,54 +167,50 @@ def folder_datasets(
     else a seeded hold-out of ``val_fraction`` of each class (at least one image per class
     stays in training)."""
     root = Path(root)
-    common = {
-        "in_channels": cfg.in_channels,
-        "image_size": cfg.crop_size,
-        "mean": cfg.image_mean,
-        "std": cfg.image_std,
-        "intensity": intensity,
-    }
+    common = {"in_channels": cfg.in_channels, "image_size": cfg.crop_size, "mean": cfg.image_mean,
+              "std": cfg.image_std, "intensity": intensity}  # fmt: skip
     if (root / "train").is_dir() and (root / "val").is_dir():
-        classes, train_samples = scan_folder(root / "train")
-        val_classes, val_found = scan_folder(root / "val")
-        index = {name: i for i, name in enumerate(classes)}
-        unknown = [name for name in val_classes if name not in index]
-        if unknown:
-            raise DatasetError(
-                f"{root / 'val'}: class folder(s) {unknown} are not in {root / 'train'}"
-            )
-        val_samples = [(f, index[val_classes[c]]) for f, c in val_found]
-        return (
-            FolderClassificationDataset(
-                root / "train",
-                transform=transform,
-                samples=train_samples,
-                classes=classes,
-                **common,
-            ),
-            FolderClassificationDataset(
-                root / "val", samples=val_samples, classes=classes, **common
-            ),
-        )
-    classes, samples = scan_folder(root)
+        classes, train_samples, val_samples = _fixed_split(root)
+        train_root, val_root = root / "train", root / "val"
+    else:
+        classes, samples = scan_folder(root)
+        train_samples, val_samples = _held_out(samples, len(classes), cfg)
+        train_root = val_root = root
+    train = FolderClassificationDataset(
+        train_root, transform=transform, samples=train_samples, classes=classes, **common
+    )
+    if not val_samples:
+        return train, None
+    return train, FolderClassificationDataset(
+        val_root, samples=val_samples, classes=classes, **common
+    )
+
+
+def _fixed_split(root: Path) -> tuple[list[str], list[tuple[Path, int]], list[tuple[Path, int]]]:
+    """Classes and samples of ``root/train`` and ``root/val`` (the val classes in train's order)."""
+    classes, train_samples = scan_folder(root / "train")
+    val_classes, val_found = scan_folder(root / "val")
+    index = {name: i for i, name in enumerate(classes)}
+    unknown = [name for name in val_classes if name not in index]
+    if unknown:
+        raise DatasetError(f"{root / 'val'}: class folder(s) {unknown} are not in {root / 'train'}")
+    return classes, train_samples, [(f, index[val_classes[c]]) for f, c in val_found]
+
+
+def _held_out(
+    samples: list[tuple[Path, int]], num_classes: int, cfg: PretrainConfig
+) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]]]:
+    """A seeded ``val_fraction`` of each class for validation, at least one image left to train."""
     rng = np.random.default_rng(cfg.seed)
     train_samples, val_samples = [], []
-    for c in range(len(classes)):
+    for c in range(num_classes):
         members = [s for s in samples if s[1] == c]
         order = rng.permutation(len(members))
         n_val = min(len(members) - 1, int(round(cfg.val_fraction * len(members))))
         val_idx = set(order[:n_val].tolist())
         for i, s in enumerate(members):
             (val_samples if i in val_idx else train_samples).append(s)
-    train = FolderClassificationDataset(
-        root, transform=transform, samples=train_samples, classes=classes, **common
-    )
-    val = (
-        FolderClassificationDataset(root, samples=val_samples, classes=classes, **common)
-        if val_samples
-        else None
-    )
-    return train, val
+    return train_samples, val_samples
 
 
 def crop_datasets(

@@ -17,7 +17,7 @@ from ..data.augment import build_transform
 from ..data.coco import CocoDataset
 from ..engine.runtime import seed_everything
 from ..errors import ConfigError
-from .classifier import build_classifier, train_classifier
+from .classifier import PretrainResult, build_classifier, train_classifier
 from .config import PretrainConfig
 from .datasets import crop_datasets, folder_datasets
 from .io import save_backbone
@@ -40,61 +40,44 @@ def run_pretraining(
     logger.info(
         "[%s] pretraining %s (%d channel(s)) as a %d-class classifier on %s: "
         "%d train / %d val samples, %d epochs",
-        c.name,
-        c.arch,
-        c.in_channels,
-        len(classes),
-        c.source,
-        len(train_set),
-        len(val_set) if val_set else 0,
-        c.epochs,
-    )
+        c.name, c.arch, c.in_channels, len(classes), c.source, len(train_set),
+        len(val_set) if val_set else 0, c.epochs,
+    )  # fmt: skip
     result = train_classifier(model, train_set, val_set, c, name=c.name)
-    summary = {
+    summary = _summary(c, result, data_summary)
+    save_backbone(
+        result.best_state, c.output_path, arch=c.arch, in_channels=c.in_channels,
+        classes=result.classes, history=result.history, image_mean=c.image_mean,
+        image_std=c.image_std, crop_size=c.crop_size, best_epoch=result.best_epoch,
+        best_val_accuracy=result.best_val_accuracy, config=c.to_dict(),
+        summary={k: v for k, v in summary.items() if k != "usage"},
+    )  # fmt: skip
+    logger.info(
+        "[%s] backbone saved to %s (best epoch %d, val accuracy %.4f); use it with model: %s",
+        c.name, c.output_path, result.best_epoch, result.best_val_accuracy,
+        summary["usage"]["model"],
+    )  # fmt: skip
+    return result.history, summary
+
+
+def _summary(c: PretrainConfig, result: PretrainResult, data: dict[str, Any]) -> dict[str, Any]:
+    """What was trained, how well, where it is saved and how an experiment uses it."""
+    usage = {"pretrained": "backbone", "backbone": c.arch, "in_channels": c.in_channels,
+             "weights_path": c.name}  # fmt: skip
+    return {
         "name": c.name,
         "file": str(c.output_path),
         "arch": c.arch,
         "in_channels": c.in_channels,
         "source": c.source,
-        "classes": classes,
+        "classes": result.classes,
         "best_epoch": result.best_epoch,
         "best_val_accuracy": result.best_val_accuracy,
         "epochs": c.epochs,
         "train_seconds": result.train_seconds,
-        "usage": {
-            "model": {
-                "pretrained": "backbone",
-                "backbone": c.arch,
-                "in_channels": c.in_channels,
-                "weights_path": c.name,
-            }
-        },
-        **data_summary,
+        "usage": {"model": usage},
+        **data,
     }
-    save_backbone(
-        result.best_state,
-        c.output_path,
-        arch=c.arch,
-        in_channels=c.in_channels,
-        classes=classes,
-        history=result.history,
-        image_mean=c.image_mean,
-        image_std=c.image_std,
-        crop_size=c.crop_size,
-        best_epoch=result.best_epoch,
-        best_val_accuracy=result.best_val_accuracy,
-        config=c.to_dict(),
-        summary={k: v for k, v in summary.items() if k != "usage"},
-    )
-    logger.info(
-        "[%s] backbone saved to %s (best epoch %d, val accuracy %.4f); use it with model: %s",
-        c.name,
-        c.output_path,
-        result.best_epoch,
-        result.best_val_accuracy,
-        summary["usage"]["model"],
-    )
-    return result.history, summary
 
 
 def _datasets(c: PretrainConfig, coco: CocoDataset | None, intensity: Any) -> tuple[Any, Any, dict]:
