@@ -14,9 +14,14 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def conf_source() -> Path:
-    """The project's ``conf`` folder: the working directory's when it is a project, else this repo's."""
+    """The project's ``conf`` folder: the working directory's when it is a project, else this
+    repo's."""
     cwd_conf = Path.cwd() / "conf"
-    return cwd_conf if (Path.cwd() / "pyproject.toml").is_file() and cwd_conf.is_dir() else PROJECT_ROOT / "conf"
+    return (
+        cwd_conf
+        if (Path.cwd() / "pyproject.toml").is_file() and cwd_conf.is_dir()
+        else PROJECT_ROOT / "conf"
+    )
 
 
 def experiment_names(env: str | None = None) -> list[str]:
@@ -25,7 +30,8 @@ def experiment_names(env: str | None = None) -> list[str]:
     An experiment whose pretrained weight file is missing is left out, with a WARNING naming
     the experiment, the file and the folder, when it may be skipped: every ``pretrained: full``
     experiment (torchvision's COCO files cannot be made offline) and any experiment that sets
-    ``skip_if_weights_missing: true`` (see :func:`~smallobj_pipeline.detection.engine.experiment.missing_weights`).
+    ``skip_if_weights_missing: true`` (see
+    :func:`~smallobj_pipeline.detection.engine.experiment.missing_weights`).
     """
     from smallobj_pipeline.config_loader import ProjectConfigLoader
     from smallobj_pipeline.settings import CONFIG_LOADER_ARGS
@@ -40,7 +46,11 @@ def experiment_names(env: str | None = None) -> list[str]:
         name = check_experiment_name(str(raw_name))
         reason = missing_weights(name, defaults, overrides if isinstance(overrides, dict) else {})
         if reason:
-            logger.warning("experiment %r skipped (no namespace, not trained, not in the report): %s", name, reason)
+            logger.warning(
+                "experiment %r skipped (no namespace, not trained, not in the report): %s",
+                name,
+                reason,
+            )
             continue
         names.append(name)
     return names
