@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = TrainConfig.from_dict(
             {"batch_size": args.batch_size, "num_workers": args.workers, "device": "cpu"}
         )
-        loader = Trainer(torch.nn.Identity(), train_set, None, cfg, name="loader_memory")._loader(0)
+        trainer = Trainer(torch.nn.Identity(), train_set, None, cfg, name="loader_memory")
+        loader = trainer.epoch_data(0)
 
         baseline = rss_mib()
         peak_before = peak_rss_mib()
