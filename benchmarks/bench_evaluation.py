@@ -1,4 +1,4 @@
-"""2. Evaluation speed: the project's COCO evaluation (``detection.metrics.evaluate_detections``)
+"""2. Evaluation speed: the project's COCO evaluation (``detection.evaluation.metrics.evaluate_detections``)
 versus pycocotools' ``COCOeval`` run as its documentation shows, on the same 5,000 images of
 ground truth and predictions, and proof that the numbers are equal.
 
@@ -106,8 +106,8 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
     with C.quiet(), C.timed(t, "pycocotools"):
         ref = pycocotools_eval(gt_copy, pred_copy)
     # the project's COCO part alone, and its backend's 12 summary numbers
-    with C.timed(t, "project_coco_part"):  # _run_cocoeval silences the backend itself
-        backend = M._run_cocoeval(M._normalise_gt(gt), predictions, [1, 10, 100], "faster_coco_eval")
+    with C.timed(t, "project_coco_part"):  # run_cocoeval silences the backend itself
+        backend = M.run_cocoeval(M.normalise_gt(gt), predictions, [1, 10, 100], "faster_coco_eval")
     with C.quiet():
         backend.summarize()
     backend_stats = np.asarray(backend.stats[:12], dtype=np.float64)
