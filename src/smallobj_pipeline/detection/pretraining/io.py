@@ -1,10 +1,11 @@
-"""The backbone file: :func:`save_backbone` writes ``<output_dir>/<name>.pt``, a checkpoint dict
-whose ``"model"`` is the ResNet body's state dict with torchvision key names (``conv1.weight``,
-``layer1.0...``; no ``fc.*``), plus metadata (arch, in_channels, classes, history...), readable
-with weights-only loading. Reference it from an experiment with ``model: {pretrained: backbone,
-backbone: <arch>, in_channels: <same>, weights_path: <name>}`` (looked up in
-``data/06_models/backbones``; set ``model.weights_dir`` if ``output_dir`` differs). A conv1
-saved with 1 input channel loads as it is into a 1-channel detector.
+"""The backbone file: :func:`backbone_payload` builds the checkpoint dict (the pipeline's catalog
+saves it), :func:`save_backbone` writes it to ``<output_dir>/<name>.pt``. Its ``"model"`` is the
+ResNet body's state dict with torchvision key names (``conv1.weight``, ``layer1.0...``; no
+``fc.*``), plus metadata (arch, in_channels, classes, history...), readable with weights-only
+loading. Reference it from an experiment with ``model: {pretrained: backbone, backbone: <arch>,
+in_channels: <same>, weights_path: <name>}`` (looked up in ``data/06_models/backbones``; set
+``model.weights_dir`` if ``output_dir`` differs). A conv1 saved with 1 input channel loads as it
+is into a 1-channel detector.
 """
 
 from __future__ import annotations
@@ -28,19 +29,18 @@ def backbone_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return {k: v.detach().cpu().clone() for k, v in state.items() if not k.startswith("fc.")}
 
 
-def save_backbone(
+def backbone_payload(
     state: Mapping[str, torch.Tensor] | nn.Module,
-    path: str | Path,
     *,
     arch: str,
     in_channels: int,
     classes: Sequence[str],
     history: Sequence[Mapping[str, Any]] = (),
     **metadata: Any,
-) -> Path:
-    """Write the backbone checkpoint atomically: ``{"model": body state dict (no fc.*), "arch",
-    "in_channels", "classes", "history", ...metadata}``; readable with weights_only loading
-    (:func:`..modeling.weights.load_state_dict` unwraps ``"model"``)."""
+) -> dict[str, Any]:
+    """The backbone checkpoint dict: ``{"model": body state dict (no fc.*), "arch",
+    "in_channels", "classes", "history", ...metadata}``, plain values only, so it is readable with
+    weights_only loading (:func:`..modeling.weights.load_state_dict` unwraps ``"model"``)."""
     if isinstance(state, nn.Module):
         state = state.state_dict()
     payload = {
@@ -53,7 +53,14 @@ def save_backbone(
         "history": [_plain(row) for row in history],
     }
     payload.update({k: _plain(v) for k, v in metadata.items()})
-    return save_checkpoint(payload, path)
+    return payload
+
+
+def save_backbone(
+    state: Mapping[str, torch.Tensor] | nn.Module, path: str | Path, **kw: Any
+) -> Path:
+    """Write :func:`backbone_payload` (same keyword arguments) to ``path`` atomically."""
+    return save_checkpoint(backbone_payload(state, **kw), path)
 
 
 def _plain(value: Any) -> Any:

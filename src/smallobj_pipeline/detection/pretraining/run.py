@@ -4,7 +4,8 @@ or an image-classification ``folder``), train the classifier, save the backbone.
 Seed 003 found that pretrained backbone weights matter most and that a detector trained from
 scratch barely learns; seed 004 gives the remedy when no downloadable weights exist: pretrain the
 backbone as an image classifier (this package), then fine-tune the detector from it. No Kedro in
-here; the pipeline's nodes call :func:`run_pretraining`.
+here; the pipeline's node calls :func:`train_backbone` (the catalog saves the backbone),
+:func:`run_pretraining` also writes the file.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from ..checkpoint import save_checkpoint
 from ..data.augment import build_transform
 from ..data.coco import CocoDataset
 from ..engine.runtime import seed_everything
@@ -20,17 +22,18 @@ from ..errors import ConfigError
 from .classifier import PretrainResult, build_classifier, train_classifier
 from .config import PretrainConfig
 from .datasets import crop_datasets, folder_datasets
-from .io import save_backbone
+from .io import backbone_payload
 
 logger = logging.getLogger(__name__)
 
 
-def run_pretraining(
+def train_backbone(
     cfg: Mapping[str, Any] | PretrainConfig, coco: CocoDataset | None = None, intensity: Any = None
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Build the data (``source``), train the classifier, save the backbone to
-    ``<output_dir>/<name>.pt``. Returns ``(history, summary)``; ``summary`` names the file and
-    how to reference it from an experiment. ``intensity``: how pixels are scaled (the dataset
+) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """Build the data (``source``), train the classifier; write nothing. Returns ``(history,
+    summary, backbone)``: ``summary`` names the file (``<output_dir>/<name>.pt``) and how to
+    reference it from an experiment, ``backbone`` is the checkpoint dict to save there
+    (:func:`.io.backbone_payload`). ``intensity``: how pixels are scaled (the dataset
     statistics' spec, the same the detector trains with)."""
     c = cfg if isinstance(cfg, PretrainConfig) else PretrainConfig.from_dict(cfg)
     train_set, val_set, data_summary = _datasets(c, coco, intensity)
@@ -45,19 +48,30 @@ def run_pretraining(
     )  # fmt: skip
     result = train_classifier(model, train_set, val_set, c, name=c.name)
     summary = _summary(c, result, data_summary)
-    save_backbone(
-        result.best_state, c.output_path, arch=c.arch, in_channels=c.in_channels,
+    backbone = backbone_payload(
+        result.best_state, arch=c.arch, in_channels=c.in_channels,
         classes=result.classes, history=result.history, image_mean=c.image_mean,
         image_std=c.image_std, crop_size=c.crop_size, best_epoch=result.best_epoch,
         best_val_accuracy=result.best_val_accuracy, config=c.to_dict(),
         summary={k: v for k, v in summary.items() if k != "usage"},
     )  # fmt: skip
     logger.info(
-        "[%s] backbone saved to %s (best epoch %d, val accuracy %.4f); use it with model: %s",
-        c.name, c.output_path, result.best_epoch, result.best_val_accuracy,
-        summary["usage"]["model"],
+        "[%s] backbone trained (best epoch %d, val accuracy %.4f); use it with model: %s",
+        c.name, result.best_epoch, result.best_val_accuracy, summary["usage"]["model"],
     )  # fmt: skip
-    return result.history, summary
+    return result.history, summary, backbone
+
+
+def run_pretraining(
+    cfg: Mapping[str, Any] | PretrainConfig, coco: CocoDataset | None = None, intensity: Any = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """:func:`train_backbone`, then the backbone saved to ``<output_dir>/<name>.pt``. Returns
+    ``(history, summary)``."""
+    c = cfg if isinstance(cfg, PretrainConfig) else PretrainConfig.from_dict(cfg)
+    history, summary, backbone = train_backbone(c, coco, intensity)
+    save_checkpoint(backbone, c.output_path)
+    logger.info("[%s] backbone saved to %s", c.name, c.output_path)
+    return history, summary
 
 
 def _summary(c: PretrainConfig, result: PretrainResult, data: dict[str, Any]) -> dict[str, Any]:
