@@ -14,8 +14,7 @@ SMALL_SAMPLE = {"root": "data/01_raw/sample", "num_images": 8, "image_size": 96,
 def _params(root="data/01_raw/sample", policy="fail"):
     return {
         "dataset": {"root": root, "sample": SMALL_SAMPLE},
-        "validation": {"policy": policy, "allowed_channels": [1, 3], "bbox_tolerance": 0.5,
-                       "report_path": "data/08_reporting/validation.json"},
+        "validation": {"policy": policy, "allowed_channels": [1, 3], "bbox_tolerance": 0.5},
     }
 
 
@@ -62,3 +61,22 @@ def test_failed_validation_stops_the_run_and_writes_the_report(tmp_path):
     report = json.loads((project / "data/08_reporting/validation.json").read_text())
     assert report["success"] is False
     assert not (project / "data/05_model_input/coco/annotations.json").exists()
+
+
+def test_policy_drop_goes_on_and_lists_the_dropped_in_the_report(tmp_path):
+    """The validation report is the catalog's validation_report: written with `dropped` under
+    policy drop, and the run goes on without the offender."""
+    bad = tmp_path / "bad"
+    generate_sample_dataset(bad, num_images=6, image_size=64, seed=5)
+    data = json.loads((bad / "annotations.json").read_text())
+    data["annotations"][0]["bbox"][2] = -3  # negative width
+    bad_ann_id = data["annotations"][0]["id"]
+    (bad / "annotations.json").write_text(json.dumps(data))
+    project = make_project(tmp_path, _params(root=str(bad), policy="drop"))
+    run_pipeline(project, "data")
+
+    report = json.loads((project / "data/08_reporting/validation.json").read_text())
+    assert report["success"] is False and report["policy"] == "drop"
+    assert [a["id"] for a in report["dropped"]["dropped_annotations"]] == [bad_ann_id]
+    model_input = CocoDataset.from_dir(project / "data/05_model_input/coco")
+    assert bad_ann_id not in {a["id"] for a in model_input.annotations}

@@ -47,7 +47,6 @@ def _tiny_copy(tmp_path):
         (project / "data" / d).mkdir(parents=True, exist_ok=True)
     data = yaml.safe_load((project / "conf/base/parameters_data.yml").read_text())
     data["dataset"]["sample"].update({"num_images": 8, "image_size": 96, "seed": 2, "min_objects": 3, "max_objects": 6})
-    data["validation"]["report_path"] = "${globals:validation_report}"
     data["split"]["ratios"] = {"train": 0.5, "val": 0.25, "test": 0.25}
     (project / "conf/base/parameters_data.yml").write_text(yaml.safe_dump(data, sort_keys=False))
     exp = yaml.safe_load((project / "conf/base/parameters_experiments.yml").read_text())

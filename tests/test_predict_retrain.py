@@ -8,6 +8,7 @@ import torch
 from kedro_project import cli_params, make_project, run_pipeline
 from PIL import Image
 
+from smallobj_pipeline.detection.checkpoint import load_checkpoint
 from smallobj_pipeline.detection.engine.registry import decide
 from smallobj_pipeline.detection.evaluation.sliced import SliceConfig, sliced_predict, tile_starts
 
@@ -35,23 +36,33 @@ def _quick_project(tmp_path, extra=None):
 @pytest.fixture(scope="module")
 def retrained(tmp_path_factory):
     project = _quick_project(tmp_path_factory.mktemp("retrain"), {"retrain": {
-        "experiment": "prod", "metric": "map_50", "margin": 0.0, "challenger_dir": "data/06_models/challenger",
-        "champion_dir": "data/06_models/champion", "registry": "data/06_models/registry.json"}})
+        "experiment": "prod", "metric": "map_50", "margin": 0.0, "challenger_dir": "data/06_models/challenger"}})
     run_pipeline(project, "retrain")
     return project
 
 
+def _champion(project):
+    """The champion's file: the version registry.json names of the versioned champion model."""
+    registry = json.loads((project / "data/06_models/registry.json").read_text())
+    return project / "data/06_models/champion/model.pt" / registry["champion"]["version"] / "model.pt"
+
+
+def _versions(project):
+    return sorted(p.name for p in (project / "data/06_models/champion/model.pt").iterdir())
+
+
 def test_first_retrain_promotes_a_champion(retrained):
     registry = json.loads((retrained / "data/06_models/registry.json").read_text())
-    assert registry["champion"]["model_path"].endswith("champion/model.pt")
-    assert (retrained / "data/06_models/champion/model.pt").is_file()
+    assert _versions(retrained) == [registry["champion"]["version"]]
+    assert _champion(retrained).is_file()
     first = registry["decisions"][0]
     assert first["promoted"] is True and first["champion"] is None
     assert len(first["dataset_fingerprint"]) == 16
 
 
 def test_second_retrain_on_unchanged_data_keeps_the_champion(retrained):
-    champion = retrained / "data/06_models/champion/model.pt"
+    champion = _champion(retrained)
+    versions = _versions(retrained)
     before = champion.read_bytes()
     run_pipeline(retrained, "retrain")
     registry = json.loads((retrained / "data/06_models/registry.json").read_text())
@@ -59,18 +70,19 @@ def test_second_retrain_on_unchanged_data_keeps_the_champion(retrained):
     assert len(registry["decisions"]) == 2
     assert second["promoted"] is False, second["reason"]
     assert second["challenger"]["map_50"] == pytest.approx(second["champion"]["map_50"])  # same seed, same data
-    assert champion.read_bytes() == before
+    assert champion.read_bytes() == before and _versions(retrained) == versions  # no new version
 
 
 def test_failed_validation_leaves_the_champion_untouched(retrained, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "annotations.json").write_text('{"images": [], "annotations": []')  # truncated JSON
-    champion = retrained / "data/06_models/champion/model.pt"
+    champion = _champion(retrained)
+    versions = _versions(retrained)
     before = champion.read_bytes()
     with pytest.raises(Exception, match="invalid JSON"):
         run_pipeline(retrained, "retrain", runtime_params=cli_params(f"dataset.root={bad}"))
-    assert champion.read_bytes() == before
+    assert champion.read_bytes() == before and _versions(retrained) == versions
 
 
 def test_predict_folder_with_champion_and_sliced_large_image(retrained, tmp_path):
@@ -88,6 +100,41 @@ def test_predict_folder_with_champion_and_sliced_large_image(retrained, tmp_path
     results = json.loads((out / "predictions.json").read_text())
     assert {r["image_id"] for r in results} <= {1, 2}
     assert {p.name for p in (out / "drawn").glob("*.png")} == {"large.png.png", "small.png.png"}
+
+
+def test_a_promotion_adds_a_champion_version_and_keeps_the_older_loadable(retrained):
+    """retrain.champion_model is `versioned: true`: a promotion saves a new version, the catalog
+    then loads it as the champion, and the earlier champion still loads by its version."""
+    [old] = _versions(retrained)
+    old_bytes = _champion(retrained).read_bytes()
+    run_pipeline(retrained, "retrain", runtime_params=cli_params("retrain.margin=-1.0"))  # promote
+    registry = json.loads((retrained / "data/06_models/registry.json").read_text())
+    assert registry["decisions"][-1]["promoted"] is True
+    new = registry["champion"]["version"]
+    assert _versions(retrained) == sorted([old, new]) and new > old
+
+    latest = _load_from_catalog(retrained, "retrain.champion_model")  # the latest version
+    assert torch.equal(_first_tensor(latest), _first_tensor(load_checkpoint(_champion(retrained))))
+    earlier = _load_from_catalog(retrained, "retrain.champion_model", version=old)
+    old_file = retrained / "data/06_models/champion/model.pt" / old / "model.pt"
+    assert old_file.read_bytes() == old_bytes
+    assert torch.equal(_first_tensor(earlier), _first_tensor(load_checkpoint(old_file)))
+
+
+def _load_from_catalog(project, name, version=None):
+    """``name`` as the project's catalog loads it; ``version`` as `--load-versions` pins it."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+    from kedro_project import chdir
+
+    with chdir(project):
+        bootstrap_project(project)
+        with KedroSession.create(project_path=project) as session:
+            return session.load_context().catalog.load(name, version=version)
+
+
+def _first_tensor(model_file):
+    return next(iter(model_file["model"].values()))
 
 
 def test_decision_rule_needs_strictly_more_than_the_margin():

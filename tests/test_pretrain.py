@@ -339,9 +339,10 @@ def test_registry_skips_experiments_whose_weights_are_missing(tmp_path, monkeypa
 
 
 def test_report_embeds_the_pretraining_curve_and_keeps_the_listed_experiments(tmp_path):
+    from smallobj_pipeline.datasets import FigureDataset, PartitionsDataset
     from smallobj_pipeline.detection.pretraining.plots import plot_history
     from smallobj_pipeline.detection.reporting.report import figure_png
-    from smallobj_pipeline.pipelines.reporting.nodes import build_report
+    from smallobj_pipeline.pipelines.reporting.nodes import build_report, collect_experiments
 
     rdir = tmp_path / "08_reporting"
     for name in ("exp_a", "exp_b"):
@@ -375,15 +376,19 @@ def test_report_embeds_the_pretraining_curve_and_keeps_the_listed_experiments(tm
             )
         )
     )
-    params = {
-        "reporting_dir": str(rdir),
-        "models_dir": str(tmp_path / "06_models"),
-        "predictions_dir": str(tmp_path / "07_model_output"),
-        "dataset_dir": str(tmp_path / "none"),
-        "dataset_stats": str(tmp_path / "none.json"),
-        "embed_plots": {"pretrain_history": str(curve)},
-        "experiments": ["exp_b"],
-    }
-    table, html_text, _ = build_report(params, None)
+    saved = [  # as the catalog's experiment_* entries load them
+        PartitionsDataset(path=str(folder), dataset=f"smallobj_pipeline.datasets.{kind}",
+                          filename_suffix=suffix).load()
+        for folder, kind, suffix in (
+            (rdir, "JSONDataset", "/metrics.json"), (rdir, "CSVDataset", "/history.csv"),
+            (tmp_path / "06_models", "JSONDataset", "/config.json"),
+            (tmp_path / "07_model_output", "JSONDataset", "/predictions.json"),
+        )
+    ]  # fmt: skip
+    reporting = {"experiments": ["exp_b"]}
+    runs = collect_experiments(reporting, *saved)
+    empty = CocoDataset(root=str(tmp_path / "none"), images=[], annotations=[], categories=[])
+    pretrain_plot = FigureDataset(filepath=str(curve)).load()
+    table, html_text, _ = build_report(runs, reporting, {}, empty, None, None, pretrain_plot)
     assert list(table["experiment"]) == ["exp_b"]
     assert "id='pretraining'" in html_text and "Backbone pretraining" in html_text

@@ -1,4 +1,5 @@
-"""The report builds from fabricated outputs, contains every section, and fails clearly on bad files."""
+"""The report builds from fabricated outputs (read as the catalog reads them), contains every
+section, and fails clearly on bad files."""
 
 import json
 import re
@@ -6,11 +7,14 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from kedro.io import DatasetError as KedroDatasetError
 from PIL import Image
 
+from smallobj_pipeline.datasets import FigureDataset, PartitionsDataset
+from smallobj_pipeline.detection.data.coco import CocoDataset
 from smallobj_pipeline.detection.errors import DatasetError
 from smallobj_pipeline.detection.reporting import report as rep
-from smallobj_pipeline.pipelines.reporting.nodes import build_report
+from smallobj_pipeline.pipelines.reporting.nodes import build_report, collect_experiments
 
 
 def _tiny_coco(root):
@@ -52,10 +56,31 @@ def _fabricate(tmp_path):
     return rdir, mdir, pdir
 
 
-def _params(tmp_path, rdir, mdir, pdir, plots=None):
-    return {"reporting_dir": str(rdir), "models_dir": str(mdir), "predictions_dir": str(pdir),
-            "dataset_dir": str(tmp_path / "coco"), "dataset_stats": str(tmp_path / "none.json"),
-            "embed_plots": plots or {}, "example_images": 2, "score_threshold": 0.5}
+def _saved(rdir, mdir, pdir):
+    """The experiments' saved outputs as the catalog's experiment_* entries load them (lazily)."""
+    def parts(path, dataset, suffix):
+        return PartitionsDataset(path=str(path), dataset=dataset, filename_suffix=suffix).load()
+
+    return [
+        parts(rdir, "smallobj_pipeline.datasets.JSONDataset", "/metrics.json"),
+        parts(rdir, "smallobj_pipeline.datasets.CSVDataset", "/history.csv"),
+        parts(mdir, "smallobj_pipeline.datasets.JSONDataset", "/config.json"),
+        parts(pdir, "smallobj_pipeline.datasets.JSONDataset", "/predictions.json"),
+    ]
+
+
+def _report(tmp_path, rdir, mdir, pdir, plots=None, fresh=None):
+    """collect_experiments + build_report as the report pipeline runs them."""
+    reporting = {"example_images": 2, "score_threshold": 0.5}
+    names = tuple(fresh or {})
+    values = [v for name in names for v in fresh[name]]
+    runs = collect_experiments(reporting, *_saved(rdir, mdir, pdir), *values, names=names)
+    coco_dir = tmp_path / "coco"
+    coco = CocoDataset.from_dir(coco_dir) if coco_dir.is_dir() else CocoDataset(
+        root=str(coco_dir), images=[], annotations=[], categories=[])
+    plots = {"dataset_stats": None, "augmentation_preview": None, "pretrain_history": None,
+             **(plots or {})}
+    return build_report(runs, reporting, {}, coco, *plots.values())
 
 
 def test_report_from_two_experiments_one_without_val_loss(tmp_path):
@@ -63,7 +88,8 @@ def test_report_from_two_experiments_one_without_val_loss(tmp_path):
     _tiny_coco(tmp_path / "coco")
     aug = tmp_path / "aug.png"
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(aug)
-    table, html_text, plots = build_report(_params(tmp_path, rdir, mdir, pdir, {"augmentation_preview": str(aug)}), None)
+    preview = FigureDataset(filepath=str(aug)).load()
+    table, html_text, plots = _report(tmp_path, rdir, mdir, pdir, {"augmentation_preview": preview})
 
     assert list(table["experiment"]) == ["exp_a", "exp_b"]
     # best validation map_50 is the max over epochs (0.4 at epoch 2), not the last value
@@ -77,26 +103,37 @@ def test_report_from_two_experiments_one_without_val_loss(tmp_path):
     assert html_text.count("data:image/png;base64,") >= 9
 
 
+def test_this_runs_outputs_replace_their_saved_copies_and_text_is_escaped(tmp_path):
+    """The train pipeline hands its experiments' outputs in directly; saved ones fill the rest.
+    Every text reaches the page escaped (the template's autoescape)."""
+    rdir, mdir, pdir = _fabricate(tmp_path)
+    history = pd.DataFrame({"epoch": [1], "train_loss": [9.0], "map_50": [0.9]})
+    fresh = {"exp_b": ({"map_50": 0.9}, history, {"model": {"backbone": "<b>x</b>"}}, [])}
+    table, html_text, _ = _report(tmp_path, rdir, mdir, pdir, fresh=fresh)
+    assert list(table["experiment"]) == ["exp_a", "exp_b"]
+    assert table.loc[1, "test_map_50"] == 0.9 and table.loc[1, "backbone"] == "<b>x</b>"
+    assert "&lt;b&gt;x&lt;/b&gt;" in html_text and "<b>x</b>" not in html_text
+
+
 def test_report_skips_missing_experiment_and_errors_when_none(tmp_path, caplog):
     rdir, mdir, pdir = _fabricate(tmp_path)
     (rdir / "exp_b" / "metrics.json").unlink()
-    runs = rep.collect_runs(rdir, mdir, pdir, experiments=["exp_a", "exp_b"])
+    runs = rep.collect_runs(*_saved(rdir, mdir, pdir), experiments=["exp_a", "exp_b"])
     assert [r.name for r in runs] == ["exp_a"]
     assert "exp_b" in caplog.text and "metrics.json" in caplog.text
     with pytest.raises(DatasetError, match="no experiment outputs found under"):
-        rep.collect_runs(tmp_path / "empty", mdir, pdir)
+        rep.collect_runs(*_saved(tmp_path / "empty", mdir, pdir))
 
 
 def test_broken_png_is_named_in_the_error(tmp_path):
-    rdir, mdir, pdir = _fabricate(tmp_path)
     broken = tmp_path / "stats.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage")
-    with pytest.raises(DatasetError, match=r"stats\.png: not a valid PNG"):
-        build_report(_params(tmp_path, rdir, mdir, pdir, {"dataset_stats": str(broken)}), None)
+    with pytest.raises(KedroDatasetError, match=r"stats\.png: not a valid PNG"):
+        FigureDataset(filepath=str(broken)).load()  # as the report's embedded plots are loaded
 
 
 def test_broken_history_csv_is_named(tmp_path):
     rdir, mdir, pdir = _fabricate(tmp_path)
     (rdir / "exp_a" / "history.csv").write_text("")
     with pytest.raises(DatasetError, match=r"exp_a/history\.csv"):
-        rep.collect_runs(rdir, mdir, pdir)
+        rep.collect_runs(*_saved(rdir, mdir, pdir))

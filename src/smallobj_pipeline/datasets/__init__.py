@@ -1,8 +1,10 @@
-"""Kedro datasets of this project. Every save writes to a temporary file and renames it, so an
-interrupted run never leaves a half-written output in place of a good one."""
+"""Kedro datasets of this project: kedro-datasets' classes (or Kedro's base class where none
+exists) with only what the project needs overridden. Every local save writes to a temporary file
+and renames it, so an interrupted run never leaves a half-written output in place of a good one;
+``versioned: true`` works on all but the directory datasets (COCO folder, prediction output)."""
 
 from .coco_directory import CocoDirectoryDataset
-from .files import CSVDataset, FigureDataset, HTMLDataset, JSONDataset
+from .files import CSVDataset, FigureDataset, HTMLDataset, JSONDataset, PartitionsDataset
 from .prediction_output import PredictionOutputDataset
 from .torch_checkpoint import TorchCheckpointDataset
 
@@ -12,6 +14,7 @@ __all__ = [
     "FigureDataset",
     "HTMLDataset",
     "JSONDataset",
+    "PartitionsDataset",
     "PredictionOutputDataset",
     "TorchCheckpointDataset",
 ]

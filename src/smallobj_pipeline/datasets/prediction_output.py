@@ -68,8 +68,9 @@ class PredictionOutputDataset(AbstractDataset[dict, dict]):
         return {
             "predictions": json.loads((self._path / PREDICTIONS_FILE).read_text(encoding="utf-8")),
             "images": json.loads((self._path / IMAGES_FILE).read_text(encoding="utf-8")),
-            "drawings": {f.relative_to(drawn).as_posix()[: -len(".png")]: f.read_bytes()
-                         for f in files},
+            "drawings": {
+                f.relative_to(drawn).as_posix()[: -len(".png")]: f.read_bytes() for f in files
+            },
         }
 
     def save(self, data: dict[str, Any]) -> None:
@@ -133,7 +134,7 @@ class PredictionOutputDataset(AbstractDataset[dict, dict]):
             name = sibling.name
             if not name.startswith(prefix) or not name.endswith((".tmp", ".old")):
                 continue
-            parts = name[len(prefix): -len(".tmp")].rsplit(".", 2)
+            parts = name[len(prefix) : -len(".tmp")].rsplit(".", 2)
             if len(parts) != 3 or parts[0] != HOST or not parts[1].isdigit():
                 continue
             pid = int(parts[1])

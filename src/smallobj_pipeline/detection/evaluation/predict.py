@@ -10,9 +10,9 @@ image index while the others are predicted; with ``on_error="fail"`` the run sto
 
 from __future__ import annotations
 
-import json
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,10 @@ from ..data.coco import (
     read_image,
 )
 from ..data.dataset import image_to_tensor, to_channels
-from ..data.intensity import to_display
 from ..engine.experiment import load_model, model_intensity
+from ..engine.registry import champion_file, load_registry
 from ..errors import ConfigError, DatasetError
+from ..reporting.draw import show_boxes
 from ..reporting.report import figure_png
 from .inference import select_device
 from .metrics import predictions_to_coco
@@ -43,8 +44,9 @@ ON_ERROR = ("skip", "fail")
 
 
 def resolve_model_path(spec: str, models_dir: str | Path, registry_path: str | Path) -> Path:
-    """``champion`` -> the registry's champion; an experiment name ->
-    ``<models_dir>/<name>/model.pt``; otherwise a path to a model file."""
+    """``champion`` -> the registry's champion (the version it names of
+    ``<models_dir>/champion/model.pt``); an experiment name -> ``<models_dir>/<name>/model.pt``;
+    otherwise a path to a model file."""
     models_dir, registry_path = Path(models_dir), Path(registry_path)
     if spec == "champion":
         if not registry_path.is_file():
@@ -52,11 +54,7 @@ def resolve_model_path(spec: str, models_dir: str | Path, registry_path: str | P
                 f"no champion model yet ({registry_path} does not exist): run `make retrain`, "
                 "or set predict.model to an experiment name or a model.pt path"
             )
-        registry = json.loads(registry_path.read_text())
-        champion = registry.get("champion")
-        if not champion:
-            raise ConfigError(f"{registry_path} names no champion yet: run `make retrain` first")
-        path = Path(champion["model_path"])
+        path = champion_file(load_registry(registry_path), models_dir / "champion", registry_path)
     elif spec.endswith(".pt"):
         path = Path(spec)
     else:
@@ -74,8 +72,11 @@ def list_images(input_dir: str | Path) -> list[Path]:
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise DatasetError(f"{input_dir}: input folder not found (set predict.input_dir)")
-    files = sorted(p for p in input_dir.rglob("*")
-                   if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or p.is_symlink()))
+    files = sorted(
+        p
+        for p in input_dir.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or p.is_symlink())
+    )
     if not files:
         raise DatasetError(f"{input_dir}: no PNG/JPEG/TIFF images found")
     return files
@@ -109,18 +110,11 @@ def load_image_for_model(
 def draw_predictions(
     image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, title: str
 ) -> Figure:
-    from matplotlib.patches import Rectangle
-
+    """``image`` with the predicted ``boxes`` (``x1, y1, x2, y2``) in red, titled, about one
+    figure pixel per image pixel. ``scores`` are the boxes' (kept for callers; not drawn)."""
     h, w = image.shape[:2]
     fig = Figure(figsize=(max(3.0, w / 100), max(3.0, h / 100)))
-    ax = fig.add_axes((0, 0, 1, 1))
-    image = to_display(image)
-    ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
-    for (x1, y1, x2, y2), s in zip(boxes, scores, strict=True):
-        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="red",
-                               linewidth=0.8))
-    ax.set_title(title, fontsize=8)
-    ax.axis("off")
+    show_boxes(fig.add_axes((0, 0, 1, 1)), image, boxes, title=title, colors="red")
     return fig
 
 
@@ -129,7 +123,7 @@ def _reason(exc: DatasetError, path: Path, rel: str) -> str:
     where a decoder's message quotes it)."""
     text = str(exc)
     prefix = f"{path}: "
-    text = text[len(prefix):] if text.startswith(prefix) else text
+    text = text[len(prefix) :] if text.startswith(prefix) else text
     return text.replace(str(path), rel)
 
 
@@ -148,6 +142,98 @@ def _check_settings(on_error: str, max_image_pixels: int | None) -> None:
         raise ConfigError(
             f"predict.max_image_pixels must be a positive integer or null, got {limit!r}"
         )
+
+
+@dataclass
+class _Predictor:
+    """A loaded model file and how it predicts one image (device, slicing, threshold)."""
+
+    path: Path
+    model_file: dict[str, Any]
+    model: torch.nn.Module
+    device: torch.device
+    slicing: SliceConfig
+    train_size: int
+    score_threshold: float
+
+    @classmethod
+    def load(cls, path: Path, device: str, slicing: dict[str, Any], score_threshold: float):
+        model_file = load_checkpoint(path)
+        dev = select_device(device)
+        train_size = int(model_file.get("train_image_size") or 512)
+        slicing = dict(slicing)
+        if slicing.get("tile_size") is None:
+            slicing["tile_size"] = train_size
+        model = load_model(model_file, dev)
+        return cls(
+            path, model_file, model, dev, SliceConfig(**slicing), train_size, score_threshold
+        )
+
+    @property
+    def category_of_label(self) -> dict[int, int]:
+        return {int(k): int(v) for k, v in self.model_file["category_of_label"].items()}
+
+    def __call__(self, image: np.ndarray) -> tuple[dict[str, torch.Tensor], bool]:
+        """The detections above the threshold (on the CPU), and whether the image was sliced."""
+        h, w = image.shape[:2]
+        tensor = image_to_tensor(image).to(self.device)
+        sliced = should_slice(h, w, self.train_size, self.slicing)
+        with torch.inference_mode():
+            out = (
+                sliced_predict(self.model, tensor, self.slicing)
+                if sliced
+                else self.model([tensor])[0]
+            )
+        out = {key: v.detach().cpu() for key, v in out.items() if isinstance(v, torch.Tensor)}
+        keep = out["scores"] >= self.score_threshold
+        return {key: v[keep] for key, v in out.items()}, bool(sliced)
+
+
+@dataclass
+class _FolderRun:
+    """What a prediction run over a folder collects: COCO results, the image index, drawings."""
+
+    predictor: _Predictor
+    total: int
+    draw: bool
+    results: list[dict[str, Any]] = field(default_factory=list)
+    images: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    drawings: dict[str, bytes] = field(default_factory=dict)
+    start: float = field(default_factory=time.perf_counter)
+
+    def skip(self, k: int, rel: str, reason: str) -> None:
+        self.skipped.append({"file_name": rel, "reason": reason})
+        logger.warning("predict %d/%d %s: skipped: %s", k, self.total, rel, reason)
+
+    def add(self, k: int, rel: str, raw: np.ndarray, image: np.ndarray) -> None:
+        out, sliced = self.predictor(image)
+        h, w = image.shape[:2]
+        image_id, detections = len(self.images) + 1, int(len(out["scores"]))
+        categories = self.predictor.category_of_label
+        self.results.extend(predictions_to_coco([out], [image_id], categories))
+        self.images.append({"id": image_id, "file_name": rel, "width": w, "height": h,
+                            "sliced": sliced, "detections": detections})  # fmt: skip
+        note = " (sliced)" if sliced else ""
+        if self.draw:
+            title = f"{rel}: {detections} detections{note}"
+            fig = draw_predictions(raw, out["boxes"].numpy(), out["scores"].numpy(), title)
+            self.drawings[rel] = figure_png(fig)
+        eta = (time.perf_counter() - self.start) / k * (self.total - k)
+        logger.info("predict %d/%d %s: %d detections, ETA %s%s",
+                    k, self.total, rel, detections, _mmss(eta), note)  # fmt: skip
+
+    def output(self) -> dict[str, Any]:
+        seconds = time.perf_counter() - self.start
+        logger.log(
+            logging.WARNING if self.skipped else logging.INFO,
+            "predict done: %d of %d images predicted in %.1f s, %d skipped%s",
+            len(self.images), self.total, seconds, len(self.skipped),
+            " (listed with their reasons under 'skipped' in images.json)" if self.skipped else "",
+        )  # fmt: skip
+        index = {"model": str(self.predictor.path), "images": self.images,
+                 "skipped": self.skipped, "seconds": seconds}  # fmt: skip
+        return {"predictions": self.results, "images": index, "drawings": self.drawings}
 
 
 def predict_folder(
@@ -176,25 +262,14 @@ def predict_folder(
     """
     _check_settings(on_error, max_image_pixels)
     model_path = resolve_model_path(model_spec, models_dir, registry_path)
-    model_file = load_checkpoint(model_path)
-    dev = select_device(device)
-    model = load_model(model_file, dev)
-    slicing = dict(slicing or {})
-    train_size = int(model_file.get("train_image_size") or 512)
-    if slicing.get("tile_size") is None:
-        slicing["tile_size"] = train_size
-    slice_cfg = SliceConfig(**slicing)
-    category_of_label = {int(k): int(v) for k, v in model_file["category_of_label"].items()}
+    predictor = _Predictor.load(model_path, device, slicing or {}, score_threshold)
     input_dir = Path(input_dir)
     files = list_images(input_dir)
-    results: list[dict[str, Any]] = []
-    index: dict[str, Any] = {"model": str(model_path), "images": [], "skipped": []}
-    drawings: dict[str, bytes] = {}
-    start = time.perf_counter()
+    run = _FolderRun(predictor, total=len(files), draw=draw)
     for k, path in enumerate(files, start=1):
         rel = path.relative_to(input_dir).as_posix()
         try:
-            raw, image = load_image_for_model(path, model_file, max_image_pixels)
+            raw, image = load_image_for_model(path, predictor.model_file, max_image_pixels)
         except DatasetError as exc:
             reason = _reason(exc, path, rel)
             if on_error == "fail":
@@ -202,36 +277,7 @@ def predict_folder(
                     f"{path}: {reason} (predict.on_error=fail stops at the first bad image; "
                     "predict.on_error=skip predicts the others and lists this one in images.json)"
                 ) from None
-            index["skipped"].append({"file_name": rel, "reason": reason})
-            logger.warning("predict %d/%d %s: skipped: %s", k, len(files), rel, reason)
+            run.skip(k, rel, reason)
             continue
-        h, w = image.shape[:2]
-        tensor = image_to_tensor(image).to(dev)
-        sliced = should_slice(h, w, train_size, slice_cfg)
-        with torch.inference_mode():
-            out = sliced_predict(model, tensor, slice_cfg) if sliced else model([tensor])[0]
-        out = {key: v.detach().cpu() for key, v in out.items() if isinstance(v, torch.Tensor)}
-        keep = out["scores"] >= score_threshold
-        out = {key: v[keep] for key, v in out.items()}
-        image_id = len(index["images"]) + 1
-        detections = int(len(out["scores"]))
-        results.extend(predictions_to_coco([out], [image_id], category_of_label))
-        index["images"].append({"id": image_id, "file_name": rel, "width": w, "height": h,
-                                "sliced": bool(sliced), "detections": detections})
-        note = " (sliced)" if sliced else ""
-        if draw:
-            title = f"{rel}: {detections} detections{note}"
-            fig = draw_predictions(raw, out["boxes"].numpy(), out["scores"].numpy(), title)
-            drawings[rel] = figure_png(fig)
-        eta = (time.perf_counter() - start) / k * (len(files) - k)
-        logger.info("predict %d/%d %s: %d detections, ETA %s%s",
-                    k, len(files), rel, detections, _mmss(eta), note)
-    index["seconds"] = time.perf_counter() - start
-    skipped = len(index["skipped"])
-    logger.log(
-        logging.WARNING if skipped else logging.INFO,
-        "predict done: %d of %d images predicted in %.1f s, %d skipped%s",
-        len(index["images"]), len(files), index["seconds"], skipped,
-        " (listed with their reasons under 'skipped' in images.json)" if skipped else "",
-    )
-    return {"predictions": results, "images": index, "drawings": drawings}
+        run.add(k, rel, raw, image)
+    return run.output()

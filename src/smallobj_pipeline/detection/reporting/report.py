@@ -1,29 +1,31 @@
 """The cross-experiment report: comparison table, per-metric curves, PR curves, example
-predictions, dataset statistics and the augmentation preview, in one self-contained HTML file.
+predictions, dataset statistics and the augmentation preview, in one self-contained HTML file
+rendered from the Jinja2 template ``templates/report.html.j2`` (package data).
 
-Reads saved outputs only (``<reporting_dir>/<E>/history.csv``, ``metrics.json``,
-``<models_dir>/<E>/config.json``, ``<predictions_dir>/<E>/predictions.json``), so it can be
-rebuilt at any time from whatever subset of experiments is present.
+Works on data, not files: each experiment's history, metrics, config and predictions come in as
+mappings name -> value (or -> a lazy loader, as Kedro's ``PartitionedDataset`` gives them), so the
+report can be rebuilt at any time from whatever subset of experiments is present.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
-import json
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from jinja2 import Environment, PackageLoader, select_autoescape
 from matplotlib.figure import Figure
+from PIL import Image
 
 from ..data.coco import CocoDataset
 from ..errors import DatasetError
+from .draw import show_boxes
 
 logger = logging.getLogger(__name__)
 
@@ -46,54 +48,64 @@ class ExperimentRun:
     predictions: list[dict[str, Any]] | None = None
 
 
-def _read_json(path: Path) -> Any:
+def _value(item: Any) -> Any:
+    """A loaded value, or what a lazy loader (a PartitionedDataset partition) returns."""
+    return item() if callable(item) else item
+
+
+def _load(name: str, kind: str, item: Any) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+        return _value(item)
+    except Exception as exc:  # noqa: BLE001 - the dataset's message names the file
+        raise DatasetError(f"experiment {name!r}: its {kind} could not be read: {exc}") from None
 
 
 def collect_runs(
-    reporting_dir: str | Path,
-    models_dir: str | Path,
-    predictions_dir: str | Path,
+    metrics: Mapping[str, Any],
+    histories: Mapping[str, Any],
+    configs: Mapping[str, Any] | None = None,
+    predictions: Mapping[str, Any] | None = None,
     experiments: list[str] | None = None,
 ) -> list[ExperimentRun]:
-    """Every experiment with a ``metrics.json`` and a ``history.csv`` under ``reporting_dir``.
+    """The runs of every experiment with both a metrics dict and a history table.
 
-    ``experiments`` restricts (and orders) the names; an experiment named there whose outputs
-    are missing is skipped with a warning naming the missing file. No experiment at all is an
-    error that says which folder was searched.
+    Each mapping is experiment name -> value, or -> a loader returning it (as a
+    ``PartitionedDataset`` loads: ``<experiment>/metrics.json`` gives ``"<experiment>"``).
+    ``experiments`` restricts (and orders) the names; one named there whose outputs are missing
+    is skipped with a warning naming the missing file. No experiment at all is an error. A file
+    that cannot be read is an error naming the experiment and the dataset's message (the file).
     """
-    reporting_dir, models_dir, predictions_dir = Path(reporting_dir), Path(models_dir), Path(predictions_dir)
+    configs, predictions = configs or {}, predictions or {}
     if experiments is None:
-        experiments = sorted(p.parent.name for p in reporting_dir.glob("*/metrics.json"))
+        experiments = sorted(name for name in metrics if "/" not in name)
     runs = []
     for name in experiments:
-        metrics_path = reporting_dir / name / "metrics.json"
-        history_path = reporting_dir / name / "history.csv"
-        missing = [str(p) for p in (metrics_path, history_path) if not p.is_file()]
+        missing = [
+            f"{name}/{f}"
+            for f, parts in (("metrics.json", metrics), ("history.csv", histories))
+            if name not in parts
+        ]
         if missing:
-            logger.warning("Report: experiment %r left out, missing %s (train it first)", name, ", ".join(missing))
+            logger.warning(
+                "Report: experiment %r left out, missing %s (train it first)",
+                name, ", ".join(missing),
+            )  # fmt: skip
             continue
-        try:
-            history = pd.read_csv(history_path)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise DatasetError(f"{history_path}: not a readable CSV ({exc})") from None
-        config_path = models_dir / name / "config.json"
-        pred_path = predictions_dir / name / "predictions.json"
+        config = _load(name, "config.json", configs[name]) if name in configs else None
+        preds = predictions.get(name)
         runs.append(
             ExperimentRun(
                 name=name,
-                history=history,
-                metrics=_read_json(metrics_path),
-                config=_read_json(config_path) if config_path.is_file() else {},
-                predictions=_read_json(pred_path) if pred_path.is_file() else None,
+                history=_load(name, "history.csv", histories[name]),
+                metrics=_load(name, "metrics.json", metrics[name]),
+                config=config or {},
+                predictions=None if preds is None else _load(name, "predictions.json", preds),
             )
         )
     if not runs:
         raise DatasetError(
-            f"no experiment outputs found under {reporting_dir} (expected <experiment>/metrics.json and "
+            "no experiment outputs found under the experiments' output folders (catalog: "
+            "experiment_metrics and experiment_histories, <experiment>/metrics.json and "
             "history.csv): run `kedro run --pipeline=train` first"
         )
     return runs
@@ -146,7 +158,9 @@ def metric_curves(runs: list[ExperimentRun]) -> dict[str, Figure]:
     that figure and noted in its legend title."""
     figures = {}
     for column, title in CURVE_METRICS.items():
-        present = [r for r in runs if column in r.history.columns and r.history[column].notna().any()]
+        present = [
+            r for r in runs if column in r.history.columns and r.history[column].notna().any()
+        ]
         if not present:
             continue
         fig = Figure(figsize=(6.4, 4.0))
@@ -159,7 +173,11 @@ def metric_curves(runs: list[ExperimentRun]) -> dict[str, Figure]:
         ax.set_xlabel("epoch")
         ax.set_ylabel(column)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, title=f"not recorded: {', '.join(absent)}" if absent else None, title_fontsize=7)
+        ax.legend(
+            fontsize=8,
+            title=f"not recorded: {', '.join(absent)}" if absent else None,
+            title_fontsize=7,
+        )
         fig.tight_layout()
         figures[column] = fig
     return figures
@@ -176,7 +194,11 @@ def pr_curves(runs: list[ExperimentRun]) -> Figure | None:
         pr = run.metrics["pr_curve"]
         recall = np.asarray(pr["recall"], dtype=float)
         precision = np.asarray([np.nan if p is None else p for p in pr["precision"]], dtype=float)
-        ax.plot(recall, precision, label=f"{run.name} (AP50 {run.metrics.get('map_50', float('nan')):.3f})")
+        ax.plot(
+            recall,
+            precision,
+            label=f"{run.name} (AP50 {run.metrics.get('map_50', float('nan')):.3f})",
+        )
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_xlim(0, 1)
@@ -189,14 +211,15 @@ def pr_curves(runs: list[ExperimentRun]) -> Figure | None:
 
 
 def prediction_grid(
-    coco: CocoDataset, runs: list[ExperimentRun], num_images: int = 4, score_threshold: float = 0.5,
+    coco: CocoDataset,
+    runs: list[ExperimentRun],
+    num_images: int = 4,
+    score_threshold: float = 0.5,
     intensity: Any = None,
 ) -> Figure | None:
     """Test images (rows) x experiments (columns): ground truth in green, predictions with
     score >= threshold in red. 1-channel images are shown in gray, with their intensities
     scaled as the models saw them (``intensity``, the dataset statistics' spec)."""
-    from ..data.intensity import to_display
-
     runs = [r for r in runs if r.predictions is not None]
     test_ids = list(coco.splits.get("test", []))[:num_images]
     if not runs or not test_ids:
@@ -204,28 +227,23 @@ def prediction_grid(
     fig = Figure(figsize=(3.2 * len(runs), 3.2 * len(test_ids)))
     axes = fig.subplots(len(test_ids), len(runs), squeeze=False)
     for r, image_id in enumerate(test_ids):
-        image = to_display(coco.read_image(image_id, intensity))
-        gts = coco.annotations_by_image.get(image_id, [])
+        image = coco.read_image(image_id, intensity)
+        gts = [a["bbox"] for a in coco.annotations_by_image.get(image_id, [])]
         for c, run in enumerate(runs):
-            ax = axes[r][c]
-            ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
-            for a in gts:
-                x, y, w, h = a["bbox"]
-                ax.add_patch(_rect(x, y, w, h, "lime"))
-            preds = [p for p in run.predictions if p["image_id"] == image_id and p["score"] >= score_threshold]
-            for p in preds:
-                x, y, w, h = p["bbox"]
-                ax.add_patch(_rect(x, y, w, h, "red"))
-            ax.set_title(f"{run.name}\nimage {image_id}: {len(gts)} gt, {len(preds)} pred", fontsize=8)
-            ax.axis("off")
+            preds = [p["bbox"] for p in run.predictions
+                     if p["image_id"] == image_id and p["score"] >= score_threshold]  # fmt: skip
+            boxes = _xyxy(gts + preds)
+            colors = ["lime"] * len(gts) + ["red"] * len(preds)
+            title = f"{run.name}\nimage {image_id}: {len(gts)} gt, {len(preds)} pred"
+            show_boxes(axes[r][c], image, boxes, title=title, colors=colors)
     fig.tight_layout()
     return fig
 
 
-def _rect(x: float, y: float, w: float, h: float, color: str):
-    from matplotlib.patches import Rectangle
-
-    return Rectangle((x, y), w, h, fill=False, edgecolor=color, linewidth=0.8)
+def _xyxy(xywh: list[list[float]]) -> np.ndarray:
+    boxes = np.asarray(xywh, dtype=np.float32).reshape(-1, 4)
+    boxes[:, 2:] += boxes[:, :2]
+    return boxes
 
 
 def figure_png(fig: Figure, dpi: int = 100) -> bytes:
@@ -236,18 +254,14 @@ def figure_png(fig: Figure, dpi: int = 100) -> bytes:
 
 def check_png(data: bytes, source: str) -> bytes:
     """Verify PNG bytes decode; a broken file gives a message naming it."""
-    from PIL import Image
-
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
-    except Exception as exc:  # noqa: BLE001
-        raise DatasetError(f"{source}: not a valid PNG image ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # noqa: BLE001 - any decoder failure means a broken file
+        raise DatasetError(
+            f"{source}: not a valid PNG image ({type(exc).__name__}: {exc})"
+        ) from None
     return data
-
-
-def _img_tag(png: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}"/>'
 
 
 def _intensity_rows(info: dict[str, Any] | None) -> dict[str, Any]:
@@ -263,6 +277,34 @@ def _intensity_rows(info: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
+def _cell(value: Any) -> str:
+    """A table cell: floats to 4 significant digits, NaN and None empty."""
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def _stats_rows(stats: dict[str, Any] | None) -> list[tuple[str, str]] | None:
+    if stats is None:
+        return None
+    overall = {k: v for k, v in stats.get("overall", {}).items() if not isinstance(v, dict | list)}
+    overall.update(_intensity_rows(stats.get("intensity")))
+    return [(k, _cell(v)) for k, v in overall.items()] if stats else []
+
+
+def _png_src(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+_TEMPLATES = Environment(
+    loader=PackageLoader("smallobj_pipeline.detection.reporting", "templates"),
+    autoescape=select_autoescape(["html", "j2"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_TEMPLATES.filters["png_src"] = _png_src
+
+
 def render_html(
     table: pd.DataFrame,
     figures: dict[str, bytes],
@@ -270,52 +312,17 @@ def render_html(
     title: str = "smallobj_pipeline report",
     notes: list[str] | None = None,
 ) -> str:
-    """A single self-contained HTML page (images embedded as base64 PNG)."""
-    def fmt(v: Any) -> str:
-        if isinstance(v, float):
-            return "" if math.isnan(v) else f"{v:.4g}"
-        return html.escape(str(v)) if v is not None else ""
-
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
-    body = "".join("<tr>" + "".join(f"<td>{fmt(v)}</td>" for v in row) + "</tr>" for row in table.itertuples(index=False))
-    sections = [f"<h1>{html.escape(title)}</h1>"]
-    for note in notes or []:
-        sections.append(f"<p class='note'>{html.escape(note)}</p>")
-    sections.append(f"<h2 id='comparison'>Comparison</h2><div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
-    curve_keys = [k for k in CURVE_METRICS if f"curve_{k}" in figures]
-    if curve_keys:
-        sections.append("<h2 id='curves'>Training curves</h2><div class='grid'>")
-        sections += [_img_tag(figures[f"curve_{k}"], CURVE_METRICS[k]) for k in curve_keys]
-        sections.append("</div>")
-    if "pr_curves" in figures:
-        sections.append("<h2 id='pr'>Precision-recall</h2>" + _img_tag(figures["pr_curves"], "precision-recall"))
-    if "predictions" in figures:
-        sections.append(
-            "<h2 id='predictions'>Example predictions (test split)</h2>"
-            "<p>Ground truth in green, predictions above the score threshold in red.</p>"
-            + _img_tag(figures["predictions"], "example predictions")
-        )
-    if stats is not None or "dataset_stats" in figures:
-        sections.append("<h2 id='dataset'>Dataset statistics</h2>")
-        if stats:
-            overall = stats.get("overall", {})
-            keys = {k: v for k, v in overall.items() if not isinstance(v, dict | list)}
-            keys.update(_intensity_rows(stats.get("intensity")))
-            sections.append("<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{fmt(v)}</td></tr>" for k, v in keys.items()) + "</table>")
-        if "dataset_stats" in figures:
-            sections.append(_img_tag(figures["dataset_stats"], "dataset statistics"))
-    if "pretrain_history" in figures:
-        sections.append(
-            "<h2 id='pretraining'>Backbone pretraining</h2>"
-            "<p>The backbone trained as a classifier (pretrain_backbone pipeline) before the detector is "
-            "fine-tuned from it: loss and accuracy per epoch on its training and validation crops.</p>"
-            + _img_tag(figures["pretrain_history"], "backbone pretraining history")
-        )
-    if "augmentation_preview" in figures:
-        sections.append("<h2 id='augmentation'>Augmentation preview</h2>" + _img_tag(figures["augmentation_preview"], "augmentation preview"))
-    style = (
-        "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:12px}"
-        "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}th{background:#f3f3f3}"
-        ".scroll{overflow-x:auto}.grid img{width:48%;min-width:420px}img{max-width:100%}.note{color:#a60}"
+    """A single self-contained HTML page (images embedded as base64 PNG), from
+    ``templates/report.html.j2``; every text is escaped by Jinja2's autoescape."""
+    curves = [
+        (f"curve_{k}", label) for k, label in CURVE_METRICS.items() if f"curve_{k}" in figures
+    ]
+    return _TEMPLATES.get_template("report.html.j2").render(
+        title=title,
+        notes=notes or [],
+        columns=[str(c) for c in table.columns],
+        rows=[[_cell(v) for v in row] for row in table.itertuples(index=False)],
+        figures=figures,
+        curves=curves,
+        stats_rows=_stats_rows(stats),
     )
-    return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(sections)}</body></html>"

@@ -1,4 +1,5 @@
-"""Data pipeline: load (creating the bundled sample when configured) -> validate -> split -> statistics."""
+"""Data pipeline: load (creating the bundled sample when configured) -> validate -> split ->
+statistics."""
 
 from .pipeline import create_pipeline
 

@@ -1,4 +1,5 @@
-"""Thin Kedro nodes over :mod:`smallobj_pipeline.detection` (no data logic lives here)."""
+"""Thin Kedro nodes over :mod:`smallobj_pipeline.detection` (no data logic lives here). Each takes
+and returns data; every file they stand for is a catalog entry (``conf/base/catalog.yml``)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,17 @@ from smallobj_pipeline.detection.data.sample import dataset_exists, generate_sam
 from smallobj_pipeline.detection.data.split import assign_splits
 from smallobj_pipeline.detection.data.stats import compute_stats, plot_stats
 from smallobj_pipeline.detection.data.validation import apply_policy, validate_dataset
-from smallobj_pipeline.detection.io import write_json
+from smallobj_pipeline.detection.errors import ConfigError, DatasetError
 
 logger = logging.getLogger(__name__)
 
 
 def load_raw_dataset(dataset: dict[str, Any]) -> CocoDataset:
     """Read the COCO directory at ``dataset.root``; create the bundled sample there first when
-    ``dataset.root`` is the sample's location and it does not exist yet."""
+    ``dataset.root`` is the sample's location and it does not exist yet.
+
+    ``dataset.root`` is a parameter, not a catalog entry, because users point it at their data at
+    run time (``--params="dataset.root=..."``)."""
     root = Path(dataset["root"])
     sample = dataset.get("sample") or {}
     if sample and root.resolve() == Path(sample["root"]).resolve() and not dataset_exists(root):
@@ -32,16 +36,19 @@ def load_raw_dataset(dataset: dict[str, Any]) -> CocoDataset:
         "Loaded %s: %d images, %d annotations, %d categories%s",
         root, len(coco.images), len(coco.annotations), len(coco.categories),
         f", split files {sorted(coco.splits)}" if coco.splits else "",
-    )
+    )  # fmt: skip
     return coco
 
 
 def validate_coco(
     coco: CocoDataset, validation: dict[str, Any], intensity: dict[str, Any] | None = None
-) -> tuple[CocoDataset, dict[str, Any]]:
-    """great-expectations checks; the full result is written to ``validation.report_path`` even
-    when the run stops on a failure (policy ``fail``); policy ``drop`` removes and reports.
-    Warnings (grey levels lost under ``intensity.mode``, EXIF-turned images) are logged."""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """great-expectations checks, then the policy (``drop`` removes the offending images and
+    annotations and lists them under ``dropped``). Returns ``(report, verdict)``: the report is
+    the ``validation_report`` dataset, saved before :func:`enforce_validation` runs, so it is on
+    disk even when the run then stops (policy ``fail``); ``verdict`` is ``{"dataset": clean}``
+    or ``{"error": the exception to raise}``. Warnings (grey levels lost under
+    ``intensity.mode``, EXIF-turned images) are logged."""
     intensity = intensity or {}
     outcome = validate_dataset(
         coco,
@@ -53,23 +60,30 @@ def validate_coco(
     )
     for warning in outcome.warnings:
         logger.warning("Validation: %s", warning)
-    report = outcome.to_dict()
-    report["policy"] = validation.get("policy", "fail")
-    write_json(validation["report_path"], report)
+    report = {**outcome.to_dict(), "policy": validation.get("policy", "fail")}
     if outcome.success:
         logger.info("Validation passed: %d checks", len(outcome.checks))
     else:
         logger.warning("Validation found problems:\n%s", outcome.summary())
-    clean, dropped = apply_policy(coco, outcome, report["policy"])
+    try:
+        clean, dropped = apply_policy(coco, outcome, report["policy"])
+    except (DatasetError, ConfigError) as exc:
+        return report, {"error": exc}
     if dropped:
         report["dropped"] = dropped
-        write_json(validation["report_path"], report)
         logger.warning(
-            "Policy 'drop': dropped %d images and %d annotations (listed in %s)",
+            "Policy 'drop': dropped %d images and %d annotations (listed under 'dropped' in "
+            "the validation report)",
             len(dropped.get("dropped_images", [])), len(dropped.get("dropped_annotations", [])),
-            validation["report_path"],
-        )
-    return clean, report
+        )  # fmt: skip
+    return report, {"dataset": clean}
+
+
+def enforce_validation(verdict: dict[str, Any]) -> CocoDataset:
+    """The validated dataset, or the validation's error raised (the report is saved by then)."""
+    if "error" in verdict:
+        raise verdict["error"]
+    return verdict["dataset"]
 
 
 def split_coco(coco: CocoDataset, split: dict[str, Any]) -> CocoDataset:
@@ -83,13 +97,16 @@ def split_coco(coco: CocoDataset, split: dict[str, Any]) -> CocoDataset:
     return result
 
 
-def dataset_statistics(coco: CocoDataset, intensity: dict[str, Any]) -> tuple[dict[str, Any], Figure]:
+def dataset_statistics(
+    coco: CocoDataset, intensity: dict[str, Any]
+) -> tuple[dict[str, Any], Figure]:
     """Box and image statistics, and the intensity range of the training images (``intensity``
     settings) that training, evaluation, prediction and the report then apply."""
     stats = compute_stats(coco, intensity)
     info = stats["intensity"]
     logger.info(
         "Pixels: %s (%d training images sampled); range found %s; scaling %s; channels %s",
-        info["bit_depth"], info["images_sampled"], info["range_found"], info["scaling"], info["channels"],
-    )
+        info["bit_depth"], info["images_sampled"], info["range_found"], info["scaling"],
+        info["channels"],
+    )  # fmt: skip
     return stats, plot_stats(stats)

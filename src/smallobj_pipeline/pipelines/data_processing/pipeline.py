@@ -1,20 +1,38 @@
+"""Wiring of the data pipeline (the functions are in :mod:`.nodes`, the files in the catalog)."""
+
 from kedro.pipeline import Pipeline, node
 
-from .nodes import dataset_statistics, load_raw_dataset, split_coco, validate_coco
+from .nodes import (
+    dataset_statistics,
+    enforce_validation,
+    load_raw_dataset,
+    split_coco,
+    validate_coco,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
-            node(load_raw_dataset, "params:dataset", "raw_coco", name="load_raw_dataset", tags=["data"]),
+            node(
+                load_raw_dataset, "params:dataset", "raw_coco",
+                name="load_raw_dataset", tags=["data"],
+            ),
             node(
                 validate_coco,
                 ["raw_coco", "params:validation", "params:intensity"],
-                ["validated_coco", "validation_report"],
+                ["validation_report", "validation_verdict"],
                 name="validate_dataset",
                 tags=["data", "validation"],
             ),
-            node(split_coco, ["validated_coco", "params:split"], "model_input_coco", name="split_dataset", tags=["data"]),
+            node(
+                enforce_validation, "validation_verdict", "validated_coco",
+                name="enforce_validation", tags=["data", "validation"],
+            ),
+            node(
+                split_coco, ["validated_coco", "params:split"], "model_input_coco",
+                name="split_dataset", tags=["data"],
+            ),
             node(
                 dataset_statistics,
                 ["model_input_coco", "params:intensity"],
@@ -23,4 +41,4 @@ def create_pipeline(**kwargs) -> Pipeline:
                 tags=["data", "report"],
             ),
         ]
-    )
+    )  # fmt: skip

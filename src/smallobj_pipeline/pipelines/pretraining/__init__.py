@@ -1,4 +1,5 @@
-"""Backbone pretraining pipeline: a ResNet trained as a classifier, saved for ``pretrained: backbone``."""
+"""Backbone pretraining pipeline: a ResNet trained as a classifier, saved for
+``pretrained: backbone``."""
 
 from .pipeline import create_pipeline
 

@@ -1,3 +1,5 @@
+"""Wiring of backbone pretraining (the functions are in :mod:`.nodes`, the files in the catalog)."""
+
 from kedro.pipeline import Pipeline, node
 
 from .nodes import plot_pretrain_history, pretrain_backbone
@@ -11,7 +13,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 pretrain_backbone,
                 ["model_input_coco", "params:pretrain", "dataset_stats"],
-                ["pretrain_history", "pretrain_summary"],
+                ["pretrain_history", "pretrain_summary", "pretrained_backbones"],
                 name="pretrain_backbone",
                 tags=["pretraining"],
             ),

@@ -1,10 +1,10 @@
-"""Thin node over :mod:`smallobj_pipeline.detection.reporting.report`."""
+"""Thin nodes over :mod:`smallobj_pipeline.detection.reporting.report`: they take the experiments'
+outputs, the dataset and the plots as catalog inputs and return the table, the page and the plots.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -12,10 +12,11 @@ from matplotlib.figure import Figure
 
 from smallobj_pipeline.detection.data.augment import build_transform, render_augmentation_grid
 from smallobj_pipeline.detection.data.coco import CocoDataset
-from smallobj_pipeline.detection.errors import DatasetError
 from smallobj_pipeline.detection.reporting import report as rep
 
 logger = logging.getLogger(__name__)
+
+KINDS = ("metrics", "history", "config", "predictions")  # an experiment's outputs, in this order
 
 
 def preview_augmentation(
@@ -30,45 +31,56 @@ def preview_augmentation(
     )
 
 
-def build_report(reporting: dict[str, Any], *after: Any) -> tuple[pd.DataFrame, str, dict[str, Any]]:
-    """Collect every experiment present, write the table, the plots and the HTML report.
+def collect_experiments(
+    reporting: dict[str, Any],
+    metrics: dict[str, Any],
+    histories: dict[str, Any],
+    configs: dict[str, Any],
+    predictions: dict[str, Any],
+    *fresh: Any,
+    names: tuple[str, ...] = (),
+) -> list[rep.ExperimentRun]:
+    """The experiments to report: every one saved so far (the four partitioned inputs, lazy),
+    with ``fresh``, the outputs of this run's experiments ``names`` (``KINDS`` per name, in
+    order), in place of their saved copies. ``reporting.experiments`` restricts and orders."""
+    parts = [dict(metrics), dict(histories), dict(configs), dict(predictions)]
+    for i, name in enumerate(names):
+        for part, value in zip(parts, fresh[i * len(KINDS) : (i + 1) * len(KINDS)], strict=True):
+            part[name] = value
+    return rep.collect_runs(*parts, experiments=reporting.get("experiments") or None)
 
-    ``after`` (the augmentation preview, the experiments' metrics) only orders this node after
-    them; the files are read back from ``reporting.embed_plots``.
-    """
-    runs = rep.collect_runs(
-        reporting["reporting_dir"], reporting["models_dir"], reporting["predictions_dir"],
-        experiments=reporting.get("experiments") or None,
-    )
-    table = rep.comparison_table(runs)
+
+def build_report(
+    runs: list[rep.ExperimentRun],
+    reporting: dict[str, Any],
+    stats: dict[str, Any],
+    coco: CocoDataset,
+    dataset_stats: bytes,
+    augmentation_preview: bytes,
+    pretrain_history: bytes | None,
+) -> tuple[pd.DataFrame, str, dict[str, bytes]]:
+    """The comparison table, the HTML page and the report's own plots (curves, PR curves,
+    example predictions). The last three are PNGs other nodes saved, embedded as they are; the
+    pretraining curve is ``None`` until ``pretrain_backbone`` has run: its section is left out."""
+    plots = {
+        "dataset_stats": dataset_stats,
+        "augmentation_preview": augmentation_preview,
+        "pretrain_history": pretrain_history,
+    }
     figures = {f"curve_{k}": fig for k, fig in rep.metric_curves(runs).items()}
-    pr = rep.pr_curves(runs)
-    if pr is not None:
-        figures["pr_curves"] = pr
-    stats = None
-    stats_path = Path(reporting.get("dataset_stats", ""))
-    if stats_path.is_file():
-        try:
-            stats = json.loads(stats_path.read_text(encoding="utf-8-sig"))
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"{stats_path}: invalid JSON ({exc.msg})") from None
-    dataset_dir = Path(reporting["dataset_dir"])
-    if (dataset_dir / "annotations.json").is_file():
-        grid = rep.prediction_grid(
-            CocoDataset.from_dir(dataset_dir), runs,
-            num_images=int(reporting.get("example_images", 4)),
-            score_threshold=float(reporting.get("score_threshold", 0.5)),
-            intensity=((stats or {}).get("intensity") or {}).get("spec"),
-        )
-        if grid is not None:
-            figures["predictions"] = grid
-    pngs = {name: rep.figure_png(fig) for name, fig in figures.items()}
-    for name, path in (reporting.get("embed_plots") or {}).items():
-        path = Path(path)
-        if path.is_file():
-            pngs[name] = rep.check_png(path.read_bytes(), str(path))
-        else:
-            logger.info("Report: %s not found, section '%s' left out", path, name)
-    html_text = rep.render_html(table, pngs, stats, title=reporting.get("title", "smallobj_pipeline report"))
+    figures["pr_curves"] = rep.pr_curves(runs)
+    figures["predictions"] = rep.prediction_grid(
+        coco, runs,
+        num_images=int(reporting.get("example_images", 4)),
+        score_threshold=float(reporting.get("score_threshold", 0.5)),
+        intensity=(stats.get("intensity") or {}).get("spec"),
+    )  # fmt: skip
+    own = {name: rep.figure_png(fig) for name, fig in figures.items() if fig is not None}
+    for name in (name for name, png in plots.items() if png is None):
+        logger.info("Report: plot '%s' not saved yet, its section left out", name)
+    embedded = {**own, **{name: png for name, png in plots.items() if png is not None}}
+    title = reporting.get("title", "smallobj_pipeline report")
+    table = rep.comparison_table(runs)
+    html_text = rep.render_html(table, embedded, stats, title=title)
     logger.info("Report: %d experiment(s): %s", len(runs), ", ".join(r.name for r in runs))
-    return table, html_text, {name: png for name, png in pngs.items() if name not in (reporting.get("embed_plots") or {})}
+    return table, html_text, own

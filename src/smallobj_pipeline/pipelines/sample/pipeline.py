@@ -14,5 +14,13 @@ def create_sample_dataset(dataset: dict[str, Any]) -> dict[str, Any]:
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
-        [node(create_sample_dataset, "params:dataset", "sample_dataset_info", name="create_sample_dataset", tags=["data"])]
+        [
+            node(
+                create_sample_dataset,
+                "params:dataset",
+                "sample_dataset_info",
+                name="create_sample_dataset",
+                tags=["data"],
+            )
+        ]
     )

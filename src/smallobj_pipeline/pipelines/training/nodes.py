@@ -1,4 +1,6 @@
-"""Thin Kedro nodes: each calls :mod:`smallobj_pipeline.detection.engine.experiment`."""
+"""Thin Kedro nodes: each calls :mod:`smallobj_pipeline.detection.engine.experiment`. They take
+and return data; the files (``{name}.config``, ``.model``, ``.history``, ``.metrics``,
+``.predictions``) are the catalog's dataset factories."""
 
 from __future__ import annotations
 
@@ -24,6 +26,12 @@ def resolve_config(
 def train_model(
     model_input: CocoDataset, config: dict[str, Any], paths: dict[str, Any]
 ) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The model file and the per-epoch history (saved by the catalog).
+
+    ``paths.models_dir`` is the one path a node is given: the trainer writes its resumable
+    checkpoints (``<models_dir>/<experiment>/last.pt`` every epoch, ``best.pt``) *while* it
+    trains, so that ``training.resume: true`` continues an interrupted run; a node output is
+    saved only when the node returns, too late for that."""
     checkpoint_dir = Path(paths["models_dir"]) / config["name"]
     model_file, history = train_experiment(model_input, config, checkpoint_dir)
     return model_file, pd.DataFrame(history)
