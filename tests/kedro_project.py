@@ -46,8 +46,12 @@ def chdir(path: Path):
         os.chdir(old)
 
 
-def run_pipeline(project: Path, pipeline: str, runtime_params: dict[str, Any] | None = None, **run_kwargs):
+def run_pipeline(
+    project: Path, pipeline: str, runtime_params: dict[str, Any] | None = None, **run_kwargs
+):
     with chdir(project):
         bootstrap_project(project)
-        with KedroSession.create(project_path=project, runtime_params=runtime_params or {}) as session:
+        with KedroSession.create(
+            project_path=project, runtime_params=runtime_params or {}
+        ) as session:
             return session.run(pipeline_names=[pipeline], **run_kwargs)

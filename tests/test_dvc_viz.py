@@ -21,17 +21,33 @@ BIN = Path(sys.executable).parent
 
 def _env(project):
     env = dict(os.environ)
-    env.update({"PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", "PYTHONPATH": str(project / "src"),
-                "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1",
-                "GX_ANALYTICS_ENABLED": "False", "MPLBACKEND": "Agg", "GIT_AUTHOR_NAME": "t",
-                "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"})
+    env.update(
+        {
+            "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+            "PYTHONPATH": str(project / "src"),
+            "KEDRO_DISABLE_TELEMETRY": "1",
+            "DO_NOT_TRACK": "1",
+            "DVC_NO_ANALYTICS": "1",
+            "GX_ANALYTICS_ENABLED": "False",
+            "MPLBACKEND": "Agg",
+            "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@example.com",
+            "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@example.com",
+        }
+    )
     return env
 
 
 def sh(project, *cmd, check=True):
-    proc = subprocess.run(cmd, cwd=project, env=_env(project), capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        cmd, cwd=project, env=_env(project), capture_output=True, text=True, timeout=900
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n"
+            f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return proc.stdout + proc.stderr
 
 
@@ -39,21 +55,30 @@ def _tiny_copy(tmp_path):
     project = tmp_path / "proj"
     for item in ("src", "conf", "dvc.yaml", ".dvcignore", "pyproject.toml", ".gitignore"):
         src = REPO / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, project / item if src.is_dir() else project,
-                                                          **({"ignore": shutil.ignore_patterns("__pycache__", "local")} if src.is_dir() else {}))
+        (shutil.copytree if src.is_dir() else shutil.copy)(
+            src,
+            project / item if src.is_dir() else project,
+            **({"ignore": shutil.ignore_patterns("__pycache__", "local")} if src.is_dir() else {}),
+        )
     (project / "conf/local").mkdir(exist_ok=True)
     shutil.copytree(REPO / ".dvc", project / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
     for d in ("01_raw", "05_model_input", "06_models", "07_model_output", "08_reporting"):
         (project / "data" / d).mkdir(parents=True, exist_ok=True)
     data = yaml.safe_load((project / "conf/base/parameters_data.yml").read_text())
-    data["dataset"]["sample"].update({"num_images": 8, "image_size": 96, "seed": 2, "min_objects": 3, "max_objects": 6})
+    data["dataset"]["sample"].update(
+        {"num_images": 8, "image_size": 96, "seed": 2, "min_objects": 3, "max_objects": 6}
+    )
     data["split"]["ratios"] = {"train": 0.5, "val": 0.25, "test": 0.25}
     (project / "conf/base/parameters_data.yml").write_text(yaml.safe_dump(data, sort_keys=False))
     exp = yaml.safe_load((project / "conf/base/parameters_experiments.yml").read_text())
     exp["experiment_defaults"]["training"].update({"epochs": 1, "batch_size": 2, "warmup_iters": 0})
-    exp["experiment_defaults"]["model"].update({"box_batch_size_per_image": 32, "rpn_post_nms_top_n_test": 100})
+    exp["experiment_defaults"]["model"].update(
+        {"box_batch_size_per_image": 32, "rpn_post_nms_top_n_test": 100}
+    )
     exp["experiments"] = {"tiny_a": {"description": "a"}, "tiny_b": {"training": {"lr": 0.005}}}
-    (project / "conf/base/parameters_experiments.yml").write_text(yaml.safe_dump(exp, sort_keys=False))
+    (project / "conf/base/parameters_experiments.yml").write_text(
+        yaml.safe_dump(exp, sort_keys=False)
+    )
     sh(project, "git", "init", "-q")
     sh(project, "git", "add", "-A")
     sh(project, "git", "commit", "-qm", "init")
@@ -90,7 +115,14 @@ def test_dvc_exp_run_on_one_experiment_reruns_only_it(dvc_project):
     project, _ = dvc_project
     sh(project, "git", "add", "-A")
     sh(project, "git", "commit", "-qm", "lock")
-    out = sh(project, "dvc", "exp", "run", "-S", "conf/base/parameters_experiments.yml:+experiments.tiny_b.training.epochs=2")
+    out = sh(
+        project,
+        "dvc",
+        "exp",
+        "run",
+        "-S",
+        "conf/base/parameters_experiments.yml:+experiments.tiny_b.training.epochs=2",
+    )
     assert "Running stage 'train@tiny_b'" in out
     assert "Running stage 'train@tiny_a'" not in out and "Running stage 'data'" not in out
     metrics = json.loads((project / "data/08_reporting/tiny_b/metrics.json").read_text())
@@ -111,7 +143,11 @@ def test_kedro_viz_build_shows_each_experiment_as_a_namespace(tmp_path):
     tasks = [n for n in main["nodes"] if n.get("type") == "task"]
     grouped = {(n["name"], tuple(n.get("modular_pipelines") or ())) for n in tasks}
     for name in ("tiny_a", "tiny_b"):  # each experiment is a collapsible group with its three steps
-        assert {("resolve_config", (name,)), ("train_model", (name,)), ("evaluate_model", (name,))} <= grouped
+        assert {
+            ("resolve_config", (name,)),
+            ("train_model", (name,)),
+            ("evaluate_model", (name,)),
+        } <= grouped
         assert len(main["modular_pipelines"][name]["children"]) >= 3
     assert {("validate_dataset", ()), ("build_report", ())} <= grouped
     tags = {n["name"]: set(n["tags"]) for n in tasks}
@@ -119,9 +155,23 @@ def test_kedro_viz_build_shows_each_experiment_as_a_namespace(tmp_path):
 
 
 def test_committed_airflow_dag_matches_the_retrain_pipeline(tmp_path):
-    """ops/airflow/ is what kedro-airflow generates for the current retrain pipeline (no Airflow needed)."""
-    sh(REPO, "kedro", "airflow", "create", "--pipelines=retrain", "--group-by", "memory", "--target-dir", str(tmp_path))
+    """ops/airflow/ is what kedro-airflow generates for the current retrain pipeline (no Airflow
+    needed)."""
+    sh(
+        REPO,
+        "kedro",
+        "airflow",
+        "create",
+        "--pipelines=retrain",
+        "--group-by",
+        "memory",
+        "--target-dir",
+        str(tmp_path),
+    )
     generated = (tmp_path / "smallobj_pipeline_retrain_dag.py").read_text()
     committed = (REPO / "ops/airflow/smallobj_pipeline_retrain_dag.py").read_text()
-    assert generated == committed, "regenerate: kedro airflow create --pipelines=retrain --group-by memory --target-dir ops/airflow"
+    assert generated == committed, (
+        "regenerate: kedro airflow create --pipelines=retrain --group-by memory "
+        "--target-dir ops/airflow"
+    )
     assert 'schedule="0 3 * * *"' in committed and "retrain-promote-if-better" in committed

@@ -1,4 +1,5 @@
-"""Prediction on a folder (with sliced inference on a large image) and champion/challenger retraining."""
+"""Prediction on a folder (with sliced inference on a large image) and champion/challenger
+retraining."""
 
 import json
 
@@ -13,9 +14,17 @@ from smallobj_pipeline.detection.engine.registry import decide
 from smallobj_pipeline.detection.evaluation.sliced import SliceConfig, sliced_predict, tile_starts
 
 TINY = {
-    "dataset": {"root": "data/01_raw/sample",
-                "sample": {"root": "data/01_raw/sample", "num_images": 8, "image_size": 96, "seed": 4,
-                           "min_objects": 3, "max_objects": 6}},
+    "dataset": {
+        "root": "data/01_raw/sample",
+        "sample": {
+            "root": "data/01_raw/sample",
+            "num_images": 8,
+            "image_size": 96,
+            "seed": 4,
+            "min_objects": 3,
+            "max_objects": 6,
+        },
+    },
     "split": {"use_existing": True, "seed": 1, "ratios": {"train": 0.5, "val": 0.25, "test": 0.25}},
 }
 
@@ -25,18 +34,33 @@ def _quick_project(tmp_path, extra=None):
 
     project = make_project(tmp_path, TINY)
     params = yaml.safe_load((project / "conf/base/parameters_experiments.yml").read_text())
-    params["experiment_defaults"]["training"].update({"epochs": 1, "batch_size": 2, "warmup_iters": 0})
-    params["experiment_defaults"]["model"].update({"box_batch_size_per_image": 32, "rpn_post_nms_top_n_test": 100})
+    params["experiment_defaults"]["training"].update(
+        {"epochs": 1, "batch_size": 2, "warmup_iters": 0}
+    )
+    params["experiment_defaults"]["model"].update(
+        {"box_batch_size_per_image": 32, "rpn_post_nms_top_n_test": 100}
+    )
     params["experiments"] = {"prod": {}}
     local = project / "conf/local/parameters.yml"
-    local.write_text(yaml.safe_dump({**yaml.safe_load(local.read_text()), **params, **(extra or {})}))
+    local.write_text(
+        yaml.safe_dump({**yaml.safe_load(local.read_text()), **params, **(extra or {})})
+    )
     return project
 
 
 @pytest.fixture(scope="module")
 def retrained(tmp_path_factory):
-    project = _quick_project(tmp_path_factory.mktemp("retrain"), {"retrain": {
-        "experiment": "prod", "metric": "map_50", "margin": 0.0, "challenger_dir": "data/06_models/challenger"}})
+    project = _quick_project(
+        tmp_path_factory.mktemp("retrain"),
+        {
+            "retrain": {
+                "experiment": "prod",
+                "metric": "map_50",
+                "margin": 0.0,
+                "challenger_dir": "data/06_models/challenger",
+            }
+        },
+    )
     run_pipeline(project, "retrain")
     return project
 
@@ -44,7 +68,9 @@ def retrained(tmp_path_factory):
 def _champion(project):
     """The champion's file: the version registry.json names of the versioned champion model."""
     registry = json.loads((project / "data/06_models/registry.json").read_text())
-    return project / "data/06_models/champion/model.pt" / registry["champion"]["version"] / "model.pt"
+    return (
+        project / "data/06_models/champion/model.pt" / registry["champion"]["version"] / "model.pt"
+    )
 
 
 def _versions(project):
@@ -69,7 +95,9 @@ def test_second_retrain_on_unchanged_data_keeps_the_champion(retrained):
     second = registry["decisions"][-1]
     assert len(registry["decisions"]) == 2
     assert second["promoted"] is False, second["reason"]
-    assert second["challenger"]["map_50"] == pytest.approx(second["champion"]["map_50"])  # same seed, same data
+    assert second["challenger"]["map_50"] == pytest.approx(
+        second["champion"]["map_50"]
+    )  # same seed, same data
     assert champion.read_bytes() == before and _versions(retrained) == versions  # no new version
 
 
@@ -92,7 +120,11 @@ def test_predict_folder_with_champion_and_sliced_large_image(retrained, tmp_path
     Image.open(src[0]).save(folder / "small.png")
     big = np.tile(np.asarray(Image.open(src[1])), (4, 4))  # 384 px: 4x the training size -> sliced
     Image.fromarray(big).save(folder / "large.png")
-    run_pipeline(retrained, "predict", runtime_params=cli_params(f"predict.input_dir={folder}", "predict.model=champion"))
+    run_pipeline(
+        retrained,
+        "predict",
+        runtime_params=cli_params(f"predict.input_dir={folder}", "predict.model=champion"),
+    )
     out = retrained / "data/07_model_output/predict"
     index = json.loads((out / "images.json").read_text())
     by_name = {img["file_name"]: img for img in index["images"]}
@@ -154,15 +186,29 @@ def test_tiles_cover_the_image_and_merge_duplicates():
             for t in tiles:
                 ys, xs = torch.nonzero(t[0] > 0.5, as_tuple=True)
                 if len(xs) == 0:
-                    outs.append({"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)})
+                    outs.append(
+                        {
+                            "boxes": torch.zeros(0, 4),
+                            "scores": torch.zeros(0),
+                            "labels": torch.zeros(0, dtype=torch.long),
+                        }
+                    )
                     continue
-                box = torch.tensor([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], dtype=torch.float32)
-                outs.append({"boxes": box, "scores": torch.tensor([0.9]), "labels": torch.tensor([1])})
+                box = torch.tensor(
+                    [[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], dtype=torch.float32
+                )
+                outs.append(
+                    {"boxes": box, "scores": torch.tensor([0.9]), "labels": torch.tensor([1])}
+                )
             return outs
 
     image = torch.zeros(1, 128, 128)
-    image[0, 40:50, 70:80] = 1.0  # one object, inside 4 of the 9 overlapping tiles (x 70-80 spans two columns)
-    out = sliced_predict(BrightBox(), image, SliceConfig(tile_size=64, overlap=0.5, include_full_image=False))
+    image[0, 40:50, 70:80] = (
+        1.0  # one object, inside 4 of the 9 overlapping tiles (x 70-80 spans two columns)
+    )
+    out = sliced_predict(
+        BrightBox(), image, SliceConfig(tile_size=64, overlap=0.5, include_full_image=False)
+    )
     assert out["num_tiles"] == 9
     # its detections from every tile land on the same image coordinates and merge into one
     assert out["boxes"].tolist() == [[70.0, 40.0, 80.0, 50.0]]

@@ -48,8 +48,16 @@ def model_path(tmp_path_factory):
     torch.manual_seed(0)
     model = build_model(R.MODEL, num_classes=1)
     path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_checkpoint({"model": model.state_dict(), "model_config": dict(model.smallobj_config),
-                     "num_classes": 1, "category_of_label": {1: 1}, "train_image_size": 64}, path)
+    save_checkpoint(
+        {
+            "model": model.state_dict(),
+            "model_config": dict(model.smallobj_config),
+            "num_classes": 1,
+            "category_of_label": {1: 1},
+            "train_image_size": 64,
+        },
+        path,
+    )
     return path
 
 
@@ -75,8 +83,13 @@ def project(tmp_path_factory):
 
 
 def _predict(project, model_path, folder, *params):
-    return run_pipeline(project, "predict", runtime_params=cli_params(
-        f"predict.input_dir={folder}", f"predict.model={model_path}", *params))
+    return run_pipeline(
+        project,
+        "predict",
+        runtime_params=cli_params(
+            f"predict.input_dir={folder}", f"predict.model={model_path}", *params
+        ),
+    )
 
 
 def _image(path, size=64, rgb=False, seed=0):
@@ -102,7 +115,8 @@ def _leftovers(out):
 
 
 def test_bad_images_are_skipped_reported_and_the_others_predicted(
-        project, model_path, tmp_path, predict_log):
+    project, model_path, tmp_path, predict_log
+):
     folder = tmp_path / "incoming"
     _image(folder / "a.png")
     _image(folder / "sub/b.png", seed=2)
@@ -129,12 +143,15 @@ def test_bad_images_are_skipped_reported_and_the_others_predicted(
     progress = [r.getMessage() for r in predict_log if r.levelno == logging.INFO]
     assert re.fullmatch(r"predict 1/4 a\.png: \d+ detections, ETA \d\d:\d\d", progress[0])
     assert re.fullmatch(r"predict 3/4 sub/b\.png: \d+ detections, ETA \d\d:\d\d", progress[-1])
-    assert re.match(r"predict done: 2 of 4 images predicted in [\d.]+ s, 2 skipped",
-                    predict_log[-1].getMessage())
+    assert re.match(
+        r"predict done: 2 of 4 images predicted in [\d.]+ s, 2 skipped",
+        predict_log[-1].getMessage(),
+    )
 
 
 def test_on_error_fail_stops_at_the_first_bad_image_and_keeps_the_previous_output(
-        project, model_path, tmp_path):
+    project, model_path, tmp_path
+):
     good = tmp_path / "good"
     _image(good / "a.png")
     _predict(project, model_path, good)
@@ -157,7 +174,8 @@ def test_on_error_fail_stops_at_the_first_bad_image_and_keeps_the_previous_outpu
 
 
 def test_pixel_limit_is_applied_from_the_header_before_decoding(
-        project, model_path, tmp_path, monkeypatch):
+    project, model_path, tmp_path, monkeypatch
+):
     folder = tmp_path / "incoming"
     _image(folder / "a.png", size=64)
     _image(folder / "b.png", size=80)
@@ -178,9 +196,12 @@ def test_pixel_limit_is_applied_from_the_header_before_decoding(
     assert [img["file_name"] for img in index["images"]] == ["a.png"]
     reasons = {s["file_name"]: s["reason"] for s in index["skipped"]}
     assert list(reasons) == ["b.png", "huge.png"]
-    assert re.match(r"image of 10000 x 10000 pixels \(100\.0 megapixels\) exceeds "
-                    r"predict\.max_image_pixels \(0\.0 megapixels\); it is refused without being "
-                    r"decoded", reasons["huge.png"])
+    assert re.match(
+        r"image of 10000 x 10000 pixels \(100\.0 megapixels\) exceeds "
+        r"predict\.max_image_pixels \(0\.0 megapixels\); it is refused without being "
+        r"decoded",
+        reasons["huge.png"],
+    )
     assert "80 x 80 pixels" in reasons["b.png"]
     assert decoded == ["a.png"]  # the others were refused from their header
 
@@ -193,7 +214,8 @@ def test_pixel_limit_is_applied_from_the_header_before_decoding(
 
 
 def test_drawings_are_named_by_relative_path_and_the_folder_holds_only_this_run(
-        project, model_path, tmp_path):
+    project, model_path, tmp_path
+):
     folder = tmp_path / "incoming"
     for i, name in enumerate(["x.png", "x.tif", "sub/y.png", "sub__y.png"]):
         _image(folder / name, seed=i)
@@ -205,8 +227,14 @@ def test_drawings_are_named_by_relative_path_and_the_folder_holds_only_this_run(
 
     _predict(project, model_path, folder)
 
-    assert _files(out) == {"predictions.json", "images.json", "drawn/x.png.png", "drawn/x.tif.png",
-                           "drawn/sub/y.png.png", "drawn/sub__y.png.png"}
+    assert _files(out) == {
+        "predictions.json",
+        "images.json",
+        "drawn/x.png.png",
+        "drawn/x.tif.png",
+        "drawn/sub/y.png.png",
+        "drawn/sub__y.png.png",
+    }
     assert _leftovers(out) == []
     loaded = PredictionOutputDataset(path=str(out)).load()
     names = sorted(img["file_name"] for img in loaded["images"]["images"])
@@ -216,9 +244,11 @@ def test_drawings_are_named_by_relative_path_and_the_folder_holds_only_this_run(
 
 
 def _output(tag, drawings):
-    return {"predictions": [{"image_id": 1, "score": 0.9, "tag": tag}],
-            "images": {"images": [{"id": 1, "file_name": tag}], "skipped": []},
-            "drawings": drawings}
+    return {
+        "predictions": [{"image_id": 1, "score": 0.9, "tag": tag}],
+        "images": {"images": [{"id": 1, "file_name": tag}], "skipped": []},
+        "drawings": drawings,
+    }
 
 
 def test_output_dataset_round_trips_and_replaces_the_folder_whole(tmp_path):
@@ -227,8 +257,12 @@ def test_output_dataset_round_trips_and_replaces_the_folder_whole(tmp_path):
     first = _output("first", {"a/b.tif": b"\x89PNG 1", "a.png": b"\x89PNG 2"})
     ds.save(first)
     assert ds.load() == first
-    assert _files(out) == {"predictions.json", "images.json", "drawn/a/b.tif.png",
-                           "drawn/a.png.png"}
+    assert _files(out) == {
+        "predictions.json",
+        "images.json",
+        "drawn/a/b.tif.png",
+        "drawn/a.png.png",
+    }
 
     stale = tmp_path / f".predict.{HOST}.999999999.0000.tmp"  # left by a writer that is gone
     stale.mkdir()
@@ -313,10 +347,17 @@ def test_cli_exit_codes(project, model_path, tmp_path):
 
     def kedro_run(*params):
         params = [f"predict.input_dir={folder}", f"predict.model={model_path}", *params]
-        cmd = [sys.executable, "-m", "kedro", "run", "--pipeline=predict",
-               "--params=" + ",".join(params)]
-        proc = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True,
-                              timeout=300)
+        cmd = [
+            sys.executable,
+            "-m",
+            "kedro",
+            "run",
+            "--pipeline=predict",
+            "--params=" + ",".join(params),
+        ]
+        proc = subprocess.run(
+            cmd, cwd=project, env=env, capture_output=True, text=True, timeout=300
+        )
         return proc.returncode, " ".join((proc.stdout + proc.stderr).split())  # rich wraps lines
 
     rc, text = kedro_run()
@@ -325,6 +366,7 @@ def test_cli_exit_codes(project, model_path, tmp_path):
 
     rc, text = kedro_run("predict.on_error=fail")
     assert rc != 0
-    assert re.search(r"DatasetError: \S*broken\.png: cannot decode image \(the file is truncated\)",
-                     text), text[-3000:]
+    assert re.search(
+        r"DatasetError: \S*broken\.png: cannot decode image \(the file is truncated\)", text
+    ), text[-3000:]
     assert "PIL" not in text, text[-3000:]

@@ -25,7 +25,16 @@ def _tiny_coco(root):
         arr[10:20, 10:20] = 220
         Image.fromarray(arr).save(root / "images" / f"{i}.png")
         images.append({"id": i, "file_name": f"images/{i}.png", "width": 64, "height": 64})
-        anns.append({"id": i, "image_id": i, "category_id": 5, "bbox": [10, 10, 10, 10], "area": 100, "iscrowd": 0})
+        anns.append(
+            {
+                "id": i,
+                "image_id": i,
+                "category_id": 5,
+                "bbox": [10, 10, 10, 10],
+                "area": 100,
+                "iscrowd": 0,
+            }
+        )
     coco = {"images": images, "annotations": anns, "categories": [{"id": 5, "name": "dot"}]}
     (root / "annotations.json").write_text(json.dumps(coco))
     (root / "test.json").write_text(json.dumps({**coco, "images": images[1:]}))
@@ -33,23 +42,42 @@ def _tiny_coco(root):
 
 
 def _fabricate(tmp_path):
-    rdir, mdir, pdir = tmp_path / "08_reporting", tmp_path / "06_models", tmp_path / "07_model_output"
+    rdir, mdir, pdir = (
+        tmp_path / "08_reporting",
+        tmp_path / "06_models",
+        tmp_path / "07_model_output",
+    )
     for name, with_val_loss in (("exp_a", True), ("exp_b", False)):
         (rdir / name).mkdir(parents=True)
         (mdir / name).mkdir(parents=True)
         (pdir / name).mkdir(parents=True)
         hist = pd.DataFrame(
-            {"epoch": [1, 2, 3], "train_loss": [2.0, 1.5, 1.2], "map_50": [0.1, 0.4, 0.3],
-             "map": [0.05, 0.2, 0.15], "iou_per_prediction": [0.3, 0.5, 0.55], "iou_per_gt": [0.2, 0.4, 0.45]}
+            {
+                "epoch": [1, 2, 3],
+                "train_loss": [2.0, 1.5, 1.2],
+                "map_50": [0.1, 0.4, 0.3],
+                "map": [0.05, 0.2, 0.15],
+                "iou_per_prediction": [0.3, 0.5, 0.55],
+                "iou_per_gt": [0.2, 0.4, 0.45],
+            }
         )
         if with_val_loss:
             hist["val_loss"] = [2.1, 1.7, 1.6]
         hist.to_csv(rdir / name / "history.csv", index=False)
-        metrics = {"map": 0.2, "map_50": 0.45, "map_small": 0.1, "params_total": 28_270_000,
-                   "params_trainable": 28_000_000, "epochs_run": 3, "seconds_per_epoch": 1.5,
-                   "pr_curve": {"recall": [0.0, 0.5, 1.0], "precision": [1.0, 0.8, None]}}
+        metrics = {
+            "map": 0.2,
+            "map_50": 0.45,
+            "map_small": 0.1,
+            "params_total": 28_270_000,
+            "params_trainable": 28_000_000,
+            "epochs_run": 3,
+            "seconds_per_epoch": 1.5,
+            "pr_curve": {"recall": [0.0, 0.5, 1.0], "precision": [1.0, 0.8, None]},
+        }
         (rdir / name / "metrics.json").write_text(json.dumps(metrics))
-        (mdir / name / "config.json").write_text(json.dumps({"model": {"backbone": "resnet18", "variant": "v1"}}))
+        (mdir / name / "config.json").write_text(
+            json.dumps({"model": {"backbone": "resnet18", "variant": "v1"}})
+        )
         (pdir / name / "predictions.json").write_text(
             json.dumps([{"image_id": 2, "category_id": 5, "bbox": [11, 10, 10, 10], "score": 0.9}])
         )
@@ -58,6 +86,7 @@ def _fabricate(tmp_path):
 
 def _saved(rdir, mdir, pdir):
     """The experiments' saved outputs as the catalog's experiment_* entries load them (lazily)."""
+
     def parts(path, dataset, suffix):
         return PartitionsDataset(path=str(path), dataset=dataset, filename_suffix=suffix).load()
 
@@ -76,10 +105,17 @@ def _report(tmp_path, rdir, mdir, pdir, plots=None, fresh=None):
     values = [v for name in names for v in fresh[name]]
     runs = collect_experiments(reporting, *_saved(rdir, mdir, pdir), *values, names=names)
     coco_dir = tmp_path / "coco"
-    coco = CocoDataset.from_dir(coco_dir) if coco_dir.is_dir() else CocoDataset(
-        root=str(coco_dir), images=[], annotations=[], categories=[])
-    plots = {"dataset_stats": None, "augmentation_preview": None, "pretrain_history": None,
-             **(plots or {})}
+    coco = (
+        CocoDataset.from_dir(coco_dir)
+        if coco_dir.is_dir()
+        else CocoDataset(root=str(coco_dir), images=[], annotations=[], categories=[])
+    )
+    plots = {
+        "dataset_stats": None,
+        "augmentation_preview": None,
+        "pretrain_history": None,
+        **(plots or {}),
+    }
     return build_report(runs, reporting, {}, coco, *plots.values())
 
 
@@ -93,13 +129,21 @@ def test_report_from_two_experiments_one_without_val_loss(tmp_path):
 
     assert list(table["experiment"]) == ["exp_a", "exp_b"]
     # best validation map_50 is the max over epochs (0.4 at epoch 2), not the last value
-    assert table.loc[0, "best_val_map_50"] == pytest.approx(0.4) and table.loc[0, "best_val_epoch"] == 2
+    assert (
+        table.loc[0, "best_val_map_50"] == pytest.approx(0.4)
+        and table.loc[0, "best_val_epoch"] == 2
+    )
     assert table.loc[0, "params_total_M"] == pytest.approx(28.27)
     for section in ("comparison", "curves", "pr", "predictions", "augmentation"):
         assert f"id='{section}'" in html_text, section
     # every metric curve is there; val_loss notes the experiment that did not record it
-    assert {f"curve_{k}" for k in ("train_loss", "val_loss", "map_50", "map", "iou_per_prediction", "iou_per_gt")} <= set(plots)
-    assert "http" not in re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", html_text).replace("charset", "")
+    assert {
+        f"curve_{k}"
+        for k in ("train_loss", "val_loss", "map_50", "map", "iou_per_prediction", "iou_per_gt")
+    } <= set(plots)
+    assert "http" not in re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", html_text).replace(
+        "charset", ""
+    )
     assert html_text.count("data:image/png;base64,") >= 9
 
 

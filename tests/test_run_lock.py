@@ -56,8 +56,14 @@ def _env() -> dict[str, str]:
 @contextmanager
 def first_run(project: Path):
     """A process holding ``project``'s run lock: write a line to its stdin to release it."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(project)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(project)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
     watchdog = threading.Timer(TIMEOUT, proc.kill)
     watchdog.start()
     try:
@@ -94,8 +100,10 @@ def test_a_second_run_stops_at_once_naming_the_running_one(project):
             hooks.before_pipeline_run(run_params=_params(project))
         assert time.monotonic() - start < 2
         message = str(excinfo.value)
-        assert message.startswith(f"Another Kedro run is using the data folder {project / 'data'}: "
-                                  f"pid {proc.pid} on host {socket.gethostname()}, started 20")
+        assert message.startswith(
+            f"Another Kedro run is using the data folder {project / 'data'}: "
+            f"pid {proc.pid} on host {socket.gethostname()}, started 20"
+        )
         assert f"command: -c {project}" in message  # the holder's sys.argv
         assert "This run stopped before running any node" in message
         assert f"{WAIT_ENV}=-1 kedro run" in message and "(even SIGKILL)" in message
@@ -124,6 +132,7 @@ def test_with_the_wait_setting_a_second_run_waits_then_goes_on(project, monkeypa
     monkeypatch.setenv(WAIT_ENV, "-1")
     hooks = RunLockHooks()
     with first_run(project) as proc:
+
         def finish_first_run():
             proc.stdin.write("\n")
             proc.stdin.flush()
@@ -154,8 +163,9 @@ def test_a_wait_that_runs_out_stops_naming_the_running_one(project, monkeypatch)
         assert time.monotonic() - start >= 0.5
 
 
-@pytest.mark.parametrize(("value", "seconds"), [("", 0), ("0", 0), (" 2.5 ", 2.5), ("-1", -1),
-                                                ("-7", -1), ("inf", -1)])
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("", 0), ("0", 0), (" 2.5 ", 2.5), ("-1", -1), ("-7", -1), ("inf", -1)]
+)
 def test_the_wait_setting(value, seconds):
     assert run_lock.wait_seconds({WAIT_ENV: value}) == seconds
 
@@ -235,8 +245,14 @@ def test_kedro_run_cli_against_a_held_lock_prints_one_message_and_exits_75(tmp_p
     project = make_project(tmp_path)
     kedro = Path(sys.executable).parent / "kedro"
     with first_run(project) as proc:
-        result = subprocess.run([str(kedro), "run", "--pipelines=sample"], cwd=project,
-                                env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+        result = subprocess.run(
+            [str(kedro), "run", "--pipelines=sample"],
+            cwd=project,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
     assert result.returncode == 75, result.stdout + result.stderr
     assert "Error: Another Kedro run is using the data folder" in result.stderr
     assert f"pid {proc.pid}" in result.stderr.replace("\n", " ")

@@ -11,15 +11,35 @@ from smallobj_pipeline.detection.checkpoint import load_checkpoint
 from smallobj_pipeline.detection.engine.experiment import load_model
 
 SPEC_METRICS = {
-    "map", "map_50", "map_75", "map_small", "iou_per_prediction", "iou_per_gt", "precision", "recall",
-    "params_total", "params_trainable", "best_epoch", "epochs_run", "train_seconds", "seconds_per_epoch",
+    "map",
+    "map_50",
+    "map_75",
+    "map_small",
+    "iou_per_prediction",
+    "iou_per_gt",
+    "precision",
+    "recall",
+    "params_total",
+    "params_trainable",
+    "best_epoch",
+    "epochs_run",
+    "train_seconds",
+    "seconds_per_epoch",
     "infer_ms_per_image",
 }
 
 TINY = {
-    "dataset": {"root": "data/01_raw/sample",
-                "sample": {"root": "data/01_raw/sample", "num_images": 8, "image_size": 96, "seed": 2,
-                           "min_objects": 3, "max_objects": 6}},
+    "dataset": {
+        "root": "data/01_raw/sample",
+        "sample": {
+            "root": "data/01_raw/sample",
+            "num_images": 8,
+            "image_size": 96,
+            "seed": 2,
+            "min_objects": 3,
+            "max_objects": 6,
+        },
+    },
     "split": {"use_existing": True, "seed": 1, "ratios": {"train": 0.5, "val": 0.25, "test": 0.25}},
     "experiments": {
         "tiny_a": {"training": {"epochs": 2}},
@@ -32,9 +52,15 @@ TINY = {
 def trained(tmp_path_factory):
     project = make_project(tmp_path_factory.mktemp("train"), TINY)
     # quick settings layered on the real defaults (local env overrides base key by key below)
-    defaults = __import__("yaml").safe_load((project / "conf/base/parameters_experiments.yml").read_text())
-    defaults["experiment_defaults"]["training"].update({"epochs": 1, "batch_size": 2, "warmup_iters": 0, "log_every": 1})
-    defaults["experiment_defaults"]["model"].update({"box_batch_size_per_image": 32, "rpn_post_nms_top_n_test": 100})
+    defaults = __import__("yaml").safe_load(
+        (project / "conf/base/parameters_experiments.yml").read_text()
+    )
+    defaults["experiment_defaults"]["training"].update(
+        {"epochs": 1, "batch_size": 2, "warmup_iters": 0, "log_every": 1}
+    )
+    defaults["experiment_defaults"]["model"].update(
+        {"box_batch_size_per_image": 32, "rpn_post_nms_top_n_test": 100}
+    )
     defaults.pop("experiments")
     local = project / "conf/local/parameters.yml"
     merged = {**__import__("yaml").safe_load(local.read_text()), **defaults}
@@ -50,7 +76,9 @@ def test_each_experiment_has_its_outputs(trained):
         assert metrics["epochs_run"] == epochs and metrics["params_total"] > 1e7
         history = pd.read_csv(trained / f"data/08_reporting/{name}/history.csv")
         assert list(history["epoch"]) == list(range(1, epochs + 1))
-        assert {"train_loss", "val_loss", "map_50", "iou_per_prediction", "iou_per_gt"} <= set(history.columns)
+        assert {"train_loss", "val_loss", "map_50", "iou_per_prediction", "iou_per_gt"} <= set(
+            history.columns
+        )
         preds = json.loads((trained / f"data/07_model_output/{name}/predictions.json").read_text())
         assert isinstance(preds, list)
         assert all(p["category_id"] in (1, 2) for p in preds)
