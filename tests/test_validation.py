@@ -192,6 +192,43 @@ def test_report_is_json_with_the_great_expectations_results(coco):
     assert "expect_column_values_to_be_between" in text
 
 
+def test_report_says_what_computes_each_check(coco):
+    report = V.validate_dataset(coco).to_dict()
+    by = {c["name"]: c["computed_by"] for c in report["checks"]}
+    python = {V.PATH_INSIDE, V.FILE_EXISTS, V.FILE_READABLE}  # file-system facts, plain code
+    assert {n for n, b in by.items() if b == "python"} == python
+    assert {n for n, b in by.items() if b == "great_expectations"} == set(by) - python
+    # every great-expectations check is made of expectations tagged with its name
+    tagged = {r["expectation_config"]["meta"]["check"]
+              for table in report["great_expectations"].values() for r in table["results"]}
+    assert tagged == set(by) - python
+
+
+@pytest.mark.parametrize("scale", [1, 10**6], ids=["ids_with_gaps", "sparse_ids"])
+def test_annotation_image_ids_are_checked_against_every_image_id(coco, scale):
+    """Integer ids with a few gaps take the compact form (between the smallest and the largest,
+    not a missing one); sparse ids the set itself. Either way only a dangling id fails."""
+    new_id = {img["id"]: img["id"] * scale for img in coco.images}
+    new_id[coco.images[2]["id"]] = 100 * scale  # a gap where image 3 was, and up to 100
+    for img in coco.images:
+        img["id"] = new_id[img["id"]]
+    for a in coco.annotations:
+        a["image_id"] = new_id[a["image_id"]]
+    coco.splits = {k: [new_id[i] for i in v] for k, v in coco.splits.items()}
+    assert V.validate_dataset(_rebuild(coco)).success
+    dangling = coco.annotations[1]
+    dangling["image_id"] = 3 * scale  # inside the range of ids, not an image's
+    outcome = V.validate_dataset(_rebuild(coco))
+    assert [c.name for c in outcome.failed] == [V.ANNOTATION_IMAGE_EXISTS]
+    check = outcome.check(V.ANNOTATION_IMAGE_EXISTS)
+    assert check.annotation_ids == [dangling["id"]] and check.image_ids == [3 * scale]
+    types = {r["expectation_config"]["type"] for r in outcome.to_dict()["great_expectations"]
+             ["annotations"]["results"]
+             if r["expectation_config"]["meta"]["check"] == V.ANNOTATION_IMAGE_EXISTS}
+    compact = {"expect_column_values_to_be_between", "expect_column_values_to_not_be_in_set"}
+    assert types == (compact if scale == 1 else {"expect_column_values_to_be_in_set"})
+
+
 def test_summary_lists_at_most_ten_ids_and_marks_more(coco):
     for a in coco.annotations[:12]:
         a["category_id"] = 77
