@@ -12,11 +12,12 @@ from smallobj_pipeline.detection.data.augment import (
     TOP_LEVEL_KEYS,
     apply_transform,
     build_transform,
-    render_augmentation_grid,
     seed_transform,
 )
 from smallobj_pipeline.detection.data.coco import CocoDataset
 from smallobj_pipeline.detection.errors import ConfigError
+from smallobj_pipeline.detection.reporting.draw import draw_boxes
+from smallobj_pipeline.detection.reporting.preview import render_augmentation_grid
 
 FULL_CFG = {
     "enabled": True,
@@ -234,7 +235,9 @@ def test_augmentation_grid_is_deterministic(tiny_coco):
     assert isinstance(fig, Figure)
     assert len(fig.axes) == 6
     assert all(ax.get_title().startswith("image ") and "boxes" in ax.get_title() for ax in fig.axes)
-    assert all(ax.images[0].get_cmap().name == "gray" for ax in fig.axes)
+    # grey images stay grey: outside the drawn boxes the three channels are equal
+    first = _panels(fig)[0]
+    assert (first[..., 0] == first[..., 1]).mean() > 0.9
     again = render_augmentation_grid(tiny_coco, t, num_samples=6, seed=0)
     assert [ax.get_title() for ax in fig.axes] == [ax.get_title() for ax in again.axes]
     for a, b in zip(_panels(fig), _panels(again), strict=True):
@@ -242,4 +245,13 @@ def test_augmentation_grid_is_deterministic(tiny_coco):
     assert isinstance(render_augmentation_grid(tiny_coco.subset([]), t), Figure)
     explicit = render_augmentation_grid(tiny_coco, None, image_ids=[2, 3, 4])
     assert len(explicit.axes) == 3
-    np.testing.assert_array_equal(_panels(explicit)[0], tiny_coco.read_image(2))
+    anns = tiny_coco.annotations_by_image[2]
+    boxes = np.array([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)
+    boxes[:, 2:] += boxes[:, :2]
+    plain = draw_boxes(tiny_coco.read_image(2), np.zeros((0, 4)))
+    np.testing.assert_array_equal(plain[..., 0], plain[..., 2])  # the image, in grey
+    drawn = _panels(explicit)[0]
+    x1, y1 = boxes[0, :2].astype(int)
+    assert drawn.shape == plain.shape
+    assert (drawn[y1, x1] != plain[y1, x1]).any()  # the first box's corner is outlined
+    assert (drawn != plain).mean() < 0.5  # and the rest is the image

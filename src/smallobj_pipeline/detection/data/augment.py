@@ -47,12 +47,11 @@ and no worker seeding) the sequence differs from run to run.
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 import warnings
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal
 
 import albumentations as A
 import cv2
@@ -64,14 +63,7 @@ from pydantic_core import PydanticCustomError
 
 from ..modeling.config import ConfigSection, Fraction, none_is, parse_section
 
-if TYPE_CHECKING:
-    from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
-
-    from .coco import CocoDataset
-
 MIN_SIDE_PX = 1.0
-PREVIEW_COLOURS = ["#ff3b30", "#34c759", "#0a84ff", "#ffcc00", "#af52de", "#ff9500", "#5ac8fa"]
 
 
 # ---------------------------------------------------------------------------- config
@@ -429,90 +421,3 @@ def apply_transform(
         (new_boxes[:, 3] - new_boxes[:, 1]) >= MIN_SIDE_PX
     )
     return np.ascontiguousarray(new_image), new_boxes[ok], new_labels[ok]
-
-
-# ---------------------------------------------------------------------------- preview
-def render_augmentation_grid(
-    coco: CocoDataset,
-    transform: A.Compose | None,
-    num_samples: int = 8,
-    seed: int = 0,
-    image_ids: Sequence[Any] | None = None,
-    intensity: Any = None,
-) -> Figure:
-    """A grid of augmented training samples with their boxes (one panel per sample).
-
-    Images are drawn at random (``seed``) among ``coco.images`` (repeated when there are fewer
-    than ``num_samples``), or taken from ``image_ids`` (one panel each). The same seed gives the
-    same figure; ``transform`` itself is not touched (a seeded copy is used). ``None`` shows the
-    images as they are. Pixels are scaled by ``intensity`` (:mod:`.intensity`), as in training.
-    """
-    from matplotlib.figure import Figure
-
-    ids = list(image_ids) if image_ids is not None else _preview_ids(coco, num_samples, seed)
-    if not ids and image_ids is None:
-        fig = Figure(figsize=(4, 1.5))
-        fig.text(0.5, 0.5, "no training images to preview", ha="center", va="center")
-        return fig
-    if transform is not None:
-        transform = copy.deepcopy(transform)
-        seed_transform(transform, seed)
-
-    n = len(ids)
-    ncols = max(1, min(4, n))
-    nrows = max(1, math.ceil(n / ncols))
-    fig = Figure(figsize=(3.2 * ncols, 3.4 * nrows))
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax, image_id in zip(axes, ids, strict=False):
-        _preview_panel(ax, coco, image_id, transform, intensity)
-    for ax in axes[n:]:
-        fig.delaxes(ax)
-    title = (
-        "Training augmentation" if transform is not None else "Training images (no augmentation)"
-    )
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def _preview_ids(coco: CocoDataset, num_samples: int, seed: int) -> list[Any]:
-    """``num_samples`` image ids drawn with ``seed`` (repeated when there are fewer images)."""
-    all_ids = [img["id"] for img in coco.images]
-    if not all_ids:
-        return []
-    rng = np.random.default_rng(seed)
-    if len(all_ids) >= num_samples:
-        picked = sorted(rng.choice(len(all_ids), size=num_samples, replace=False).tolist())
-    else:
-        picked = [i % len(all_ids) for i in range(num_samples)]
-    return [all_ids[i] for i in picked]
-
-
-def _preview_panel(
-    ax: Axes, coco: CocoDataset, image_id: Any, transform: A.Compose | None, intensity: Any
-) -> None:
-    """One image through ``transform``, its boxes drawn in their class colour."""
-    from matplotlib.patches import Rectangle
-
-    from .intensity import to_display
-
-    image = coco.read_image(image_id, intensity)
-    anns = [a for a in coco.annotations_by_image.get(image_id, []) if not a.get("iscrowd", 0)]
-    boxes = np.array([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)
-    boxes[:, 2:] += boxes[:, :2]
-    labels = np.array(
-        [coco.label_of_category.get(a["category_id"], 0) for a in anns], dtype=np.int64
-    )
-    image, boxes, labels = apply_transform(transform, image, boxes, labels)
-    image = to_display(image)
-    if image.ndim == 2:
-        ax.imshow(image, cmap="gray", vmin=0, vmax=255)
-    else:
-        ax.imshow(image)
-    for (x1, y1, x2, y2), label in zip(boxes, labels, strict=True):
-        colour = PREVIEW_COLOURS[int(label) % len(PREVIEW_COLOURS)]
-        ax.add_patch(
-            Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, linewidth=0.8, edgecolor=colour)
-        )
-    ax.set_title(f"image {image_id}: {len(boxes)} boxes", fontsize=8)
-    ax.set_axis_off()

@@ -10,9 +10,10 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from smallobj_pipeline.detection.data.augment import build_transform, render_augmentation_grid
+from smallobj_pipeline.detection.data.augment import build_transform
 from smallobj_pipeline.detection.data.coco import CocoDataset
 from smallobj_pipeline.detection.reporting import report as rep
+from smallobj_pipeline.detection.reporting.preview import render_augmentation_grid
 
 logger = logging.getLogger(__name__)
 
