@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..constants import IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD
 from ..data.augment import apply_transform
 from ..data.coco import IMAGE_SUFFIXES, CocoDataset, read_image
 from ..data.dataset import image_to_tensor, to_channels
@@ -58,8 +59,8 @@ class ArrayClassificationDataset(Dataset):
         labels: Sequence[int],
         classes: Sequence[str],
         transform: Any = None,
-        mean: Sequence[float] = (0.449,),
-        std: Sequence[float] = (0.226,),
+        mean: Sequence[float] = (IMAGENET_GRAY_MEAN,),
+        std: Sequence[float] = (IMAGENET_GRAY_STD,),
     ):
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
@@ -123,8 +124,8 @@ class FolderClassificationDataset(Dataset):
         transform: Any = None,
         samples: Sequence[tuple[Path, int]] | None = None,
         classes: Sequence[str] | None = None,
-        mean: Sequence[float] = (0.449,),
-        std: Sequence[float] = (0.226,),
+        mean: Sequence[float] = (IMAGENET_GRAY_MEAN,),
+        std: Sequence[float] = (IMAGENET_GRAY_STD,),
         intensity: Any = None,
     ):
         self.root = Path(root)
