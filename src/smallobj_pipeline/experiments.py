@@ -6,7 +6,9 @@ import logging
 import os
 from pathlib import Path
 
+from smallobj_pipeline.config_loader import ProjectConfigLoader
 from smallobj_pipeline.detection.engine.experiment import check_experiment_name, missing_weights
+from smallobj_pipeline.settings import CONFIG_LOADER_ARGS
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +35,6 @@ def experiment_names(env: str | None = None) -> list[str]:
     ``skip_if_weights_missing: true`` (see
     :func:`~smallobj_pipeline.detection.engine.experiment.missing_weights`).
     """
-    from smallobj_pipeline.config_loader import ProjectConfigLoader
-    from smallobj_pipeline.settings import CONFIG_LOADER_ARGS
-
     env = env or os.environ.get("KEDRO_ENV") or None
     loader = ProjectConfigLoader(conf_source=str(conf_source()), env=env, **CONFIG_LOADER_ARGS)
     params = loader["parameters"]

@@ -183,6 +183,19 @@ def acquire(data_dir: str | Path, run_id: str, wait: float | None = None) -> Non
             return
 
     lock = FileLock(lock_path, thread_local=False)
+    take_lock(lock, data_dir, info_path, wait)
+    try:
+        write_json(info_path, _holder_info(run_id))
+    except BaseException:
+        lock.release(force=True)
+        raise
+    with _HELD_GUARD:
+        _HELD[key] = _Hold(lock, run_id, current, info_path)
+
+
+def take_lock(lock: FileLock, data_dir: Path, info_path: Path, wait: float) -> None:
+    """Take ``lock`` at once, or wait up to ``wait`` seconds (negative: no limit) with a warning
+    naming the holder; :class:`DataFolderBusy` when it is still held."""
     try:
         lock.acquire(blocking=False)
     except Timeout:
@@ -203,13 +216,6 @@ def acquire(data_dir: str | Path, run_id: str, wait: float | None = None) -> Non
             holder = describe_holder(_current_holder(info_path), info_path)
             raise DataFolderBusy(_busy_message(data_dir, holder, wait)) from None
         logger.info("The data folder %s is free: this run goes on.", data_dir)
-    try:
-        write_json(info_path, _holder_info(run_id))
-    except BaseException:
-        lock.release(force=True)
-        raise
-    with _HELD_GUARD:
-        _HELD[key] = _Hold(lock, run_id, current, info_path)
 
 
 def release(data_dir: str | Path, run_id: str) -> bool:

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 HOST = socket.gethostname().replace(os.sep, "_") or "host"
 
 
@@ -43,7 +45,11 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
     removed: list[Path] = []
     prefix = _tmp_prefix(path)
     try:
-        candidates = [p for p in path.parent.iterdir() if p.name.startswith(prefix) and p.name.endswith(".tmp")]
+        candidates = [
+            p
+            for p in path.parent.iterdir()
+            if p.name.startswith(prefix) and p.name.endswith(".tmp")
+        ]
     except OSError:
         return removed
     for tmp in candidates:
@@ -105,7 +111,9 @@ def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=f"{_tmp_prefix(path)}{HOST}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f"{_tmp_prefix(path)}{HOST}.{os.getpid()}.", suffix=".tmp", dir=path.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -158,8 +166,6 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
 
 
 def _json_default(obj: Any) -> Any:
-    import numpy as np
-
     if isinstance(obj, np.integer):
         return int(obj)
     if isinstance(obj, np.floating):

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..data.dataset import DetectionDataset, collate
+from .metrics import predictions_to_coco
 
 
 def select_device(requested: str = "auto") -> torch.device:
@@ -18,7 +19,9 @@ def select_device(requested: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(requested)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{requested}' was requested but CUDA is not available on this machine")
+        raise RuntimeError(
+            f"device '{requested}' was requested but CUDA is not available on this machine"
+        )
     return device
 
 
@@ -38,8 +41,6 @@ def predict_dataset(
     category ids, ``bbox`` as ``[x, y, w, h]``), and ``timing`` with ``ms_per_image`` (median
     over batches after the first, i.e. warm) when ``time_images`` is set.
     """
-    from .metrics import predictions_to_coco
-
     was_training = model.training
     model.eval()
     loader = DataLoader(
@@ -54,15 +55,7 @@ def predict_dataset(
     per_image_ms: list[float] = []
     use_amp = amp and device.type == "cuda"
     for images, targets in loader:
-        images = [im.to(device, non_blocking=True) for im in images]
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        with torch.autocast(device_type=device.type, enabled=use_amp):
-            outputs = model(images)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        elapsed = (time.perf_counter() - start) * 1000.0
+        outputs, elapsed = timed_forward(model, images, device, use_amp)
         if time_images:
             per_image_ms.append(elapsed / len(images))
         outputs = [{k: v.detach().float().cpu() for k, v in out.items()} for out in outputs]
@@ -74,3 +67,19 @@ def predict_dataset(
         warm = per_image_ms[1:] if len(per_image_ms) > 1 else per_image_ms
         timing["ms_per_image"] = float(statistics.median(warm))
     return results, timing
+
+
+def timed_forward(
+    model: torch.nn.Module, images: list[torch.Tensor], device: torch.device, amp: bool
+) -> tuple[list[dict[str, torch.Tensor]], float]:
+    """``model(images)`` on ``device`` (autocast when ``amp``) and its wall time in ms, the GPU
+    synchronised before and after so that the time is the forward pass's."""
+    images = [im.to(device, non_blocking=True) for im in images]
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    with torch.autocast(device_type=device.type, enabled=amp):
+        outputs = model(images)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return outputs, (time.perf_counter() - start) * 1000.0

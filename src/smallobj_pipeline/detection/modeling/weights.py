@@ -26,6 +26,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torchvision.models import (
+    ResNet18_Weights,
+    ResNet34_Weights,
+    ResNet50_Weights,
+    ResNet101_Weights,
+)
+from torchvision.models.detection import (
+    FasterRCNN_ResNet50_FPN_V2_Weights,
+    FasterRCNN_ResNet50_FPN_Weights,
+)
 
 from ..checkpoint import load_checkpoint
 from ..constants import BACKBONES, VARIANTS
@@ -39,13 +49,6 @@ NAME_SUFFIXES = ("", ".pt", ".pth")
 
 
 def _backbone_enums() -> dict[str, Any]:
-    from torchvision.models import (
-        ResNet18_Weights,
-        ResNet34_Weights,
-        ResNet50_Weights,
-        ResNet101_Weights,
-    )
-
     # IMAGENET1K_V1 everywhere: the weights torchvision's detection builders use for the backbone
     return {
         "resnet18": ResNet18_Weights.IMAGENET1K_V1,
@@ -56,11 +59,6 @@ def _backbone_enums() -> dict[str, Any]:
 
 
 def _full_enums() -> dict[str, Any]:
-    from torchvision.models.detection import (
-        FasterRCNN_ResNet50_FPN_V2_Weights,
-        FasterRCNN_ResNet50_FPN_Weights,
-    )
-
     return {
         "v1": FasterRCNN_ResNet50_FPN_Weights.COCO_V1,
         "v2": FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1,
