@@ -22,19 +22,45 @@ from pathlib import Path
 import torch
 
 MODEL = {
-    "variant": "v1", "backbone": "resnet18", "pretrained": "none", "in_channels": 1, "norm": "bn",
-    "anchor_sizes": [8, 16, 32, 64, 128], "min_size": 64, "max_size": 64,
+    "variant": "v1",
+    "backbone": "resnet18",
+    "pretrained": "none",
+    "in_channels": 1,
+    "norm": "bn",
+    "anchor_sizes": [8, 16, 32, 64, 128],
+    "min_size": 64,
+    "max_size": 64,
     # few proposals and sampled RoIs: a CPU step takes a fraction of a second
-    "rpn_pre_nms_top_n_train": 200, "rpn_post_nms_top_n_train": 100,
-    "rpn_pre_nms_top_n_test": 100, "rpn_post_nms_top_n_test": 50,
-    "rpn_batch_size_per_image": 64, "box_batch_size_per_image": 64,
+    "rpn_pre_nms_top_n_train": 200,
+    "rpn_post_nms_top_n_train": 100,
+    "rpn_pre_nms_top_n_test": 100,
+    "rpn_post_nms_top_n_test": 50,
+    "rpn_batch_size_per_image": 64,
+    "box_batch_size_per_image": 64,
 }
 TRAIN = {
-    "epochs": 3, "batch_size": 1, "lr": 0.01, "warmup_iters": 2, "schedule": "cosine", "seed": 11,
-    "log_every": 1, "val_loss": False, "early_stopping_patience": 5,
+    "epochs": 3,
+    "batch_size": 1,
+    "lr": 0.01,
+    "warmup_iters": 2,
+    "schedule": "cosine",
+    "seed": 11,
+    "log_every": 1,
+    "val_loss": False,
+    "early_stopping_patience": 5,
 }
-METRICS = ("train_loss", "train_loss_classifier", "train_loss_box_reg", "train_loss_objectness",
-           "train_loss_rpn_box_reg", "lr", "map", "map_50", "iou_per_prediction", "iou_per_gt")
+METRICS = (
+    "train_loss",
+    "train_loss_classifier",
+    "train_loss_box_reg",
+    "train_loss_objectness",
+    "train_loss_rpn_box_reg",
+    "lr",
+    "map",
+    "map_50",
+    "iou_per_prediction",
+    "iou_per_gt",
+)
 
 
 THREADS = 1  # the killed run (subprocess) and the in-process runs must compute identically;
@@ -51,8 +77,16 @@ def set_threads() -> int:
 def make_dataset(root: Path) -> Path:
     from smallobj_pipeline.detection.data.sample import generate_sample_dataset
 
-    return generate_sample_dataset(root, num_images=4, image_size=64, seed=4, min_objects=2, max_objects=4,
-                                   min_side=6, max_side=12)
+    return generate_sample_dataset(
+        root,
+        num_images=4,
+        image_size=64,
+        seed=4,
+        min_objects=2,
+        max_objects=4,
+        min_side=6,
+        max_side=12,
+    )
 
 
 def on_training_losses(model, change):

@@ -66,7 +66,9 @@ def run_entry_points(root: Path, policy: str) -> Run:
     transform = build_transform({"hflip": 0.5, "vflip": 0.5, "rotate90": 0.5}, train=True, seed=0)
     items = {}
     for name, ids in split.splits.items():
-        ds = DetectionDataset(split, ids, in_channels=1, transform=transform if name == "train" else None)
+        ds = DetectionDataset(
+            split, ids, in_channels=1, transform=transform if name == "train" else None
+        )
         for i, image_id in enumerate(ids):
             items[image_id] = ds[i]
     return Run(split, dropped, stats, items)
@@ -76,7 +78,9 @@ def run_entry_points(root: Path, policy: str) -> Run:
 @dataclass
 class Raises:
     exc: type[BaseException]
-    patterns: Callable[[dict], list[str]]  # regexes the message must match (given the case's context)
+    patterns: Callable[
+        [dict], list[str]
+    ]  # regexes the message must match (given the case's context)
 
 
 @dataclass
@@ -240,7 +244,11 @@ def _file_name(value):
 def declared_size_differs(data):
     img = data["images"][4]
     img["width"] += 16  # boxes still fit the declared size: only the size check fails
-    return {"id": img["id"], "file": img["file_name"], "declared": f"{img['width']} x {img['height']}"}
+    return {
+        "id": img["id"],
+        "file": img["file_name"],
+        "declared": f"{img['width']} x {img['height']}",
+    }
 
 
 def rgba_png(root):
@@ -274,14 +282,24 @@ def float_tiff(root):
 
 def write_big_png(path: Path, width: int, height: int) -> None:
     """A valid 8-bit grayscale PNG of ``width x height`` written row by row (little memory)."""
+
     def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+        return (
+            struct.pack(">I", len(payload))
+            + kind
+            + payload
+            + struct.pack(">I", zlib.crc32(kind + payload))
+        )
 
     comp = zlib.compressobj(1)
     row = b"\x00" * (width + 1)  # filter byte + pixels
     idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", idat)
+        + chunk(b"IEND", b"")
+    )
 
 
 def huge_image(root):
@@ -356,7 +374,8 @@ def image_without_boxes(data):
     return {"id": img["id"]}
 
 
-# ------------------------------------------------------------------------------ checks of accepted inputs
+# ------------------------------------------------------------------------------ checks of accepted
+# inputs
 def _converted_to_gray(run, ctx):
     image, _ = run.items[ctx["id"]]
     assert image.shape == (1, SIZE, SIZE)  # 3 channels after dropping alpha, then to the model's 1
@@ -403,122 +422,421 @@ def _failed(check: str, what: str = "image") -> Callable[[dict], list[str]]:
     return lambda ctx: [re.escape(check), rf"{what} ids \[[^\]]*\b{_esc(ctx['id'])}\b"]
 
 
-def _failed_with(check: str, what: str, detail: Callable[[dict], str]) -> Callable[[dict], list[str]]:
+def _failed_with(
+    check: str, what: str, detail: Callable[[dict], str]
+) -> Callable[[dict], list[str]]:
     return lambda ctx: _failed(check, what)(ctx) + [detail(ctx)]
 
 
 CASES = [
     # --- annotation files
-    Case("truncated_json", truncated_json, "fail",
-         Raises(DatasetError, lambda c: [r"annotations\.json: invalid JSON at line \d+, column \d+"])),
-    Case("invalid_json", invalid_json, "fail",
-         Raises(DatasetError, lambda c: [r"annotations\.json: invalid JSON at line 1"])),
-    Case("json_not_an_object", json_not_an_object, "fail",
-         Raises(DatasetError, lambda c: [r"annotations\.json: expected a JSON object .* got list"])),
-    Case("truncated_split_file", truncated_split_file, "fail",
-         Raises(DatasetError, lambda c: [r"train\.json: invalid JSON"])),
-    *[Case(f"missing_{key}_key", _drop_key(key), "fail",
-           Raises(DatasetError, lambda c: [rf"annotations\.json: missing top-level key\(s\) \['{c['key']}'\]"]))
-      for key in ("images", "annotations", "categories")],
-    Case("bbox_null", _bbox_value(1, None), "fail",
-         Raises(DatasetError, lambda c: [rf"annotations\.json: annotation id {c['id']} \(image id {c['image_id']}\): "
-                                         r"'bbox' must be \[x, y, width, height\] numbers"])),
-    Case("image_id_not_an_integer", image_id_not_an_integer, "drop",
-         Raises(DatasetError, lambda c: [r"annotations\.json: images\[2\]: 'id' must be an integer .*got \[3\]"])),
-    Case("category_id_not_an_integer", category_id_not_an_integer, "fail",
-         Raises(DatasetError, lambda c: [rf"annotations\.json: annotations\[4\] \(id {c['id']}\): 'category_id' must be "
-                                         r"an integer .*got 'cross'"])),
+    Case(
+        "truncated_json",
+        truncated_json,
+        "fail",
+        Raises(
+            DatasetError, lambda c: [r"annotations\.json: invalid JSON at line \d+, column \d+"]
+        ),
+    ),
+    Case(
+        "invalid_json",
+        invalid_json,
+        "fail",
+        Raises(DatasetError, lambda c: [r"annotations\.json: invalid JSON at line 1"]),
+    ),
+    Case(
+        "json_not_an_object",
+        json_not_an_object,
+        "fail",
+        Raises(DatasetError, lambda c: [r"annotations\.json: expected a JSON object .* got list"]),
+    ),
+    Case(
+        "truncated_split_file",
+        truncated_split_file,
+        "fail",
+        Raises(DatasetError, lambda c: [r"train\.json: invalid JSON"]),
+    ),
+    *[
+        Case(
+            f"missing_{key}_key",
+            _drop_key(key),
+            "fail",
+            Raises(
+                DatasetError,
+                lambda c: [rf"annotations\.json: missing top-level key\(s\) \['{c['key']}'\]"],
+            ),
+        )
+        for key in ("images", "annotations", "categories")
+    ],
+    Case(
+        "bbox_null",
+        _bbox_value(1, None),
+        "fail",
+        Raises(
+            DatasetError,
+            lambda c: [
+                rf"annotations\.json: annotation id {c['id']} \(image id {c['image_id']}\): "
+                r"'bbox' must be \[x, y, width, height\] numbers"
+            ],
+        ),
+    ),
+    Case(
+        "image_id_not_an_integer",
+        image_id_not_an_integer,
+        "drop",
+        Raises(
+            DatasetError,
+            lambda c: [r"annotations\.json: images\[2\]: 'id' must be an integer .*got \[3\]"],
+        ),
+    ),
+    Case(
+        "category_id_not_an_integer",
+        category_id_not_an_integer,
+        "fail",
+        Raises(
+            DatasetError,
+            lambda c: [
+                rf"annotations\.json: annotations\[4\] \(id {c['id']}\): 'category_id' must be "
+                r"an integer .*got 'cross'"
+            ],
+        ),
+    ),
     # --- empty
-    Case("empty_dataset", empty_dataset, "fail",
-         Raises(V.DataValidationError, lambda c: [r"annotations\.json: the dataset is empty: 'images' is an empty list"])),
-    Case("empty_dataset_drop", empty_dataset, "drop",
-         Raises(V.DataValidationError, lambda c: [r"annotations\.json: the dataset is empty"])),
-    Case("no_annotations", no_annotations, "fail",
-         Raises(V.DataValidationError, lambda c: [r"annotations\.json: 'annotations' is an empty list: none of the 6 images"])),
-    Case("no_categories", no_categories, "drop",
-         Raises(V.DataValidationError, lambda c: [r"annotations\.json: 'categories' is an empty list"])),
+    Case(
+        "empty_dataset",
+        empty_dataset,
+        "fail",
+        Raises(
+            V.DataValidationError,
+            lambda c: [r"annotations\.json: the dataset is empty: 'images' is an empty list"],
+        ),
+    ),
+    Case(
+        "empty_dataset_drop",
+        empty_dataset,
+        "drop",
+        Raises(V.DataValidationError, lambda c: [r"annotations\.json: the dataset is empty"]),
+    ),
+    Case(
+        "no_annotations",
+        no_annotations,
+        "fail",
+        Raises(
+            V.DataValidationError,
+            lambda c: [r"annotations\.json: 'annotations' is an empty list: none of the 6 images"],
+        ),
+    ),
+    Case(
+        "no_categories",
+        no_categories,
+        "drop",
+        Raises(
+            V.DataValidationError, lambda c: [r"annotations\.json: 'categories' is an empty list"]
+        ),
+    ),
     # --- image files
-    Case("corrupt_png", _write_bytes_of_image(3, lambda b: b"this is not a PNG" + b[100:]), "fail",
-         Raises(V.DataValidationError, _failed_with(
-             V.FILE_READABLE, "image", lambda c: rf"image id {c['id']}: \S*{_esc(c['file'])}: cannot read the image header"))),
-    Case("corrupt_png_drop", _write_bytes_of_image(3, lambda b: b"this is not a PNG" + b[100:]), "drop",
-         Dropped("image", V.FILE_READABLE)),
-    Case("truncated_png", _write_bytes_of_image(2, lambda b: b[: len(b) // 2]), "fail",
-         Raises(V.DataValidationError, _failed_with(
-             V.FILE_READABLE, "image", lambda c: rf"image id {c['id']}: \S*{_esc(c['file'])}: cannot decode image "
-                                                 r"\(the file is truncated"))),
-    Case("truncated_png_drop", _write_bytes_of_image(2, lambda b: b[: len(b) // 2]), "drop",
-         Dropped("image", V.FILE_READABLE)),
-    Case("truncated_jpeg", truncated_jpeg, "fail",
-         Raises(V.DataValidationError, _failed_with(
-             V.FILE_READABLE, "image", lambda c: rf"image id {c['id']}: \S*{_esc(c['file'])}: .*truncated"))),
-    Case("missing_file", missing_file, "fail",
-         Raises(V.DataValidationError, _failed_with(
-             V.FILE_EXISTS, "image", lambda c: rf"image id {c['id']}: \S*{_esc(c['file'])}: image file not found"))),
+    Case(
+        "corrupt_png",
+        _write_bytes_of_image(3, lambda b: b"this is not a PNG" + b[100:]),
+        "fail",
+        Raises(
+            V.DataValidationError,
+            _failed_with(
+                V.FILE_READABLE,
+                "image",
+                lambda c: (
+                    rf"image id {c['id']}: \S*{_esc(c['file'])}: cannot read the image header"
+                ),
+            ),
+        ),
+    ),
+    Case(
+        "corrupt_png_drop",
+        _write_bytes_of_image(3, lambda b: b"this is not a PNG" + b[100:]),
+        "drop",
+        Dropped("image", V.FILE_READABLE),
+    ),
+    Case(
+        "truncated_png",
+        _write_bytes_of_image(2, lambda b: b[: len(b) // 2]),
+        "fail",
+        Raises(
+            V.DataValidationError,
+            _failed_with(
+                V.FILE_READABLE,
+                "image",
+                lambda c: (
+                    rf"image id {c['id']}: \S*{_esc(c['file'])}: cannot decode image "
+                    r"\(the file is truncated"
+                ),
+            ),
+        ),
+    ),
+    Case(
+        "truncated_png_drop",
+        _write_bytes_of_image(2, lambda b: b[: len(b) // 2]),
+        "drop",
+        Dropped("image", V.FILE_READABLE),
+    ),
+    Case(
+        "truncated_jpeg",
+        truncated_jpeg,
+        "fail",
+        Raises(
+            V.DataValidationError,
+            _failed_with(
+                V.FILE_READABLE,
+                "image",
+                lambda c: rf"image id {c['id']}: \S*{_esc(c['file'])}: .*truncated",
+            ),
+        ),
+    ),
+    Case(
+        "missing_file",
+        missing_file,
+        "fail",
+        Raises(
+            V.DataValidationError,
+            _failed_with(
+                V.FILE_EXISTS,
+                "image",
+                lambda c: rf"image id {c['id']}: \S*{_esc(c['file'])}: image file not found",
+            ),
+        ),
+    ),
     Case("missing_file_drop", missing_file, "drop", Dropped("image", V.FILE_EXISTS)),
-    Case("file_name_dotdot", _file_name("../outside.png"), "fail",
-         Raises(V.DataValidationError, _failed_with(
-             V.PATH_INSIDE, "image", lambda c: rf"image id {c['id']}: file_name '\.\./outside\.png' escapes the dataset directory"))),
-    Case("file_name_dotdot_drop", _file_name("images/../../outside.png"), "drop", Dropped("image", V.PATH_INSIDE)),
-    Case("file_name_absolute", _file_name("/etc/passwd"), "fail",
-         Raises(V.DataValidationError, _failed_with(
-             V.PATH_INSIDE, "image", lambda c: rf"image id {c['id']}: file_name '/etc/passwd' is an absolute path"))),
-    Case("declared_size_differs", declared_size_differs, "fail",
-         Raises(V.DataValidationError, _failed_with(
-             V.DECLARED_SIZE, "image",
-             lambda c: rf"image id {c['id']} \({_esc(c['file'])}\): declared {c['declared']}, the file is 64 x 64"))),
-    Case("declared_size_differs_drop", declared_size_differs, "drop", Dropped("image", V.DECLARED_SIZE)),
+    Case(
+        "file_name_dotdot",
+        _file_name("../outside.png"),
+        "fail",
+        Raises(
+            V.DataValidationError,
+            _failed_with(
+                V.PATH_INSIDE,
+                "image",
+                lambda c: (
+                    rf"image id {c['id']}: file_name '\.\./outside\.png' escapes the dataset "
+                    r"directory"
+                ),
+            ),
+        ),
+    ),
+    Case(
+        "file_name_dotdot_drop",
+        _file_name("images/../../outside.png"),
+        "drop",
+        Dropped("image", V.PATH_INSIDE),
+    ),
+    Case(
+        "file_name_absolute",
+        _file_name("/etc/passwd"),
+        "fail",
+        Raises(
+            V.DataValidationError,
+            _failed_with(
+                V.PATH_INSIDE,
+                "image",
+                lambda c: rf"image id {c['id']}: file_name '/etc/passwd' is an absolute path",
+            ),
+        ),
+    ),
+    Case(
+        "declared_size_differs",
+        declared_size_differs,
+        "fail",
+        Raises(
+            V.DataValidationError,
+            _failed_with(
+                V.DECLARED_SIZE,
+                "image",
+                lambda c: (
+                    rf"image id {c['id']} \({_esc(c['file'])}\): declared {c['declared']}, "
+                    r"the file is 64 x 64"
+                ),
+            ),
+        ),
+    ),
+    Case(
+        "declared_size_differs_drop",
+        declared_size_differs,
+        "drop",
+        Dropped("image", V.DECLARED_SIZE),
+    ),
     Case("rgba_png_alpha_dropped", rgba_png, "fail", Accepted(_rgba_read_as_rgb)),
     Case("png_16bit_scaled", png_16bit, "fail", Accepted(_16bit_scaled)),
     Case("float_tiff_accepted", float_tiff, "fail", Accepted(_float_tiff_accepted)),
-    Case("huge_image_refused", huge_image, "fail",
-         Raises(V.DataValidationError, _failed_with(
-             V.IMAGE_NOT_TOO_LARGE, "image",
-             lambda c: rf"image id {c['id']}: \S*{_esc(c['file'])}: image of 10000 x 10000 pixels \(100\.0 megapixels\) "
-                       r"exceeds validation\.max_image_pixels \(50\.0 megapixels\); it is refused without being decoded"))),
+    Case(
+        "huge_image_refused",
+        huge_image,
+        "fail",
+        Raises(
+            V.DataValidationError,
+            _failed_with(
+                V.IMAGE_NOT_TOO_LARGE,
+                "image",
+                lambda c: (
+                    rf"image id {c['id']}: \S*{_esc(c['file'])}: image of 10000 x 10000 pixels "
+                    r"\(100\.0 megapixels\) exceeds validation\.max_image_pixels "
+                    r"\(50\.0 megapixels\); it is refused without being decoded"
+                ),
+            ),
+        ),
+    ),
     Case("huge_image_drop", huge_image, "drop", Dropped("image", V.IMAGE_NOT_TOO_LARGE)),
     # --- boxes
-    Case("box_negative_width", _box(lambda b, i: b.__setitem__(2, -3)), "fail",
-         Raises(V.DataValidationError, _failed_with(
-             V.BOX_POSITIVE, "annotation", lambda c: rf"annotation id {c['id']} \(image id {c['image_id']}\): bbox \[[^\]]*, -3, ")),),
-    Case("box_zero_height", _box(lambda b, i: b.__setitem__(3, 0)), "drop", Dropped("annotation", V.BOX_POSITIVE)),
-    Case("box_nan", _box(lambda b, i: b.__setitem__(0, float("nan"))), "fail",
-         Raises(V.DataValidationError, _failed_with(
-             V.BOX_FINITE, "annotation", lambda c: rf"annotation id {c['id']} \(image id {c['image_id']}\): bbox \[nan, "))),
-    Case("box_nan_drop", _box(lambda b, i: b.__setitem__(0, float("nan"))), "drop", Dropped("annotation", V.BOX_FINITE)),
-    Case("box_infinite", _box(lambda b, i: b.__setitem__(2, float("inf"))), "drop",
-         Dropped("annotation", V.BOX_FINITE)),
-    Case("box_outside_image", _box(lambda b, i: b.__setitem__(0, i["width"] - b[2] + 5)), "fail",
-         Raises(V.DataValidationError, _failed_with(
-             V.BOX_INSIDE, "annotation", lambda c: rf"annotation id {c['id']} \(image id {c['image_id']}\): bbox .* in a 64 x 64 image"))),
-    Case("box_outside_image_drop", _box(lambda b, i: b.__setitem__(1, -4)), "drop",
-         Dropped("annotation", V.BOX_INSIDE)),
+    Case(
+        "box_negative_width",
+        _box(lambda b, i: b.__setitem__(2, -3)),
+        "fail",
+        Raises(
+            V.DataValidationError,
+            _failed_with(
+                V.BOX_POSITIVE,
+                "annotation",
+                lambda c: (
+                    rf"annotation id {c['id']} \(image id {c['image_id']}\): bbox \[[^\]]*, -3, "
+                ),
+            ),
+        ),
+    ),
+    Case(
+        "box_zero_height",
+        _box(lambda b, i: b.__setitem__(3, 0)),
+        "drop",
+        Dropped("annotation", V.BOX_POSITIVE),
+    ),
+    Case(
+        "box_nan",
+        _box(lambda b, i: b.__setitem__(0, float("nan"))),
+        "fail",
+        Raises(
+            V.DataValidationError,
+            _failed_with(
+                V.BOX_FINITE,
+                "annotation",
+                lambda c: rf"annotation id {c['id']} \(image id {c['image_id']}\): bbox \[nan, ",
+            ),
+        ),
+    ),
+    Case(
+        "box_nan_drop",
+        _box(lambda b, i: b.__setitem__(0, float("nan"))),
+        "drop",
+        Dropped("annotation", V.BOX_FINITE),
+    ),
+    Case(
+        "box_infinite",
+        _box(lambda b, i: b.__setitem__(2, float("inf"))),
+        "drop",
+        Dropped("annotation", V.BOX_FINITE),
+    ),
+    Case(
+        "box_outside_image",
+        _box(lambda b, i: b.__setitem__(0, i["width"] - b[2] + 5)),
+        "fail",
+        Raises(
+            V.DataValidationError,
+            _failed_with(
+                V.BOX_INSIDE,
+                "annotation",
+                lambda c: (
+                    rf"annotation id {c['id']} \(image id {c['image_id']}\): bbox .* "
+                    r"in a 64 x 64 image"
+                ),
+            ),
+        ),
+    ),
+    Case(
+        "box_outside_image_drop",
+        _box(lambda b, i: b.__setitem__(1, -4)),
+        "drop",
+        Dropped("annotation", V.BOX_INSIDE),
+    ),
     # --- ids and categories
-    Case("unknown_category", unknown_category, "fail",
-         Raises(V.DataValidationError, _failed_with(
-             V.KNOWN_CATEGORY, "annotation", lambda c: rf"annotation id {c['id']}: category_id 99"))),
-    Case("unknown_category_drop", unknown_category, "drop", Dropped("annotation", V.KNOWN_CATEGORY)),
-    Case("duplicate_annotation_id", duplicate_annotation_id, "fail",
-         Raises(V.DataValidationError, _failed(V.UNIQUE_ANNOTATION_ID, "annotation"))),
-    Case("duplicate_annotation_id_drop", duplicate_annotation_id, "drop", Dropped("annotation", V.UNIQUE_ANNOTATION_ID)),
-    Case("duplicate_image_id", duplicate_image_id, "fail",
-         Raises(V.DataValidationError, _failed(V.UNIQUE_IMAGE_ID, "image"))),
-    Case("duplicate_image_id_drop", duplicate_image_id, "drop", Dropped("image", V.UNIQUE_IMAGE_ID)),
-    Case("dangling_image_id", dangling_image_id, "fail",
-         Raises(V.DataValidationError, _failed_with(
-             V.ANNOTATION_IMAGE_EXISTS, "annotation", lambda c: rf"annotation id {c['id']}: image_id 4242"))),
+    Case(
+        "unknown_category",
+        unknown_category,
+        "fail",
+        Raises(
+            V.DataValidationError,
+            _failed_with(
+                V.KNOWN_CATEGORY,
+                "annotation",
+                lambda c: rf"annotation id {c['id']}: category_id 99",
+            ),
+        ),
+    ),
+    Case(
+        "unknown_category_drop", unknown_category, "drop", Dropped("annotation", V.KNOWN_CATEGORY)
+    ),
+    Case(
+        "duplicate_annotation_id",
+        duplicate_annotation_id,
+        "fail",
+        Raises(V.DataValidationError, _failed(V.UNIQUE_ANNOTATION_ID, "annotation")),
+    ),
+    Case(
+        "duplicate_annotation_id_drop",
+        duplicate_annotation_id,
+        "drop",
+        Dropped("annotation", V.UNIQUE_ANNOTATION_ID),
+    ),
+    Case(
+        "duplicate_image_id",
+        duplicate_image_id,
+        "fail",
+        Raises(V.DataValidationError, _failed(V.UNIQUE_IMAGE_ID, "image")),
+    ),
+    Case(
+        "duplicate_image_id_drop", duplicate_image_id, "drop", Dropped("image", V.UNIQUE_IMAGE_ID)
+    ),
+    Case(
+        "dangling_image_id",
+        dangling_image_id,
+        "fail",
+        Raises(
+            V.DataValidationError,
+            _failed_with(
+                V.ANNOTATION_IMAGE_EXISTS,
+                "annotation",
+                lambda c: rf"annotation id {c['id']}: image_id 4242",
+            ),
+        ),
+    ),
     # --- splits and negatives
-    Case("class_missing_from_a_split", class_missing_from_a_split, "fail",
-         Warns(lambda c: [rf"the '{c['split']}' split \(1 images\) has no object of class '{c['class']}' \(id {c['class_id']}\)"])),
-    Case("image_without_boxes_is_a_negative_example", image_without_boxes, "fail", Accepted(_negative_example)),
+    Case(
+        "class_missing_from_a_split",
+        class_missing_from_a_split,
+        "fail",
+        Warns(
+            lambda c: [
+                rf"the '{c['split']}' split \(1 images\) has no object of class "
+                rf"'{c['class']}' \(id {c['class_id']}\)"
+            ]
+        ),
+    ),
+    Case(
+        "image_without_boxes_is_a_negative_example",
+        image_without_boxes,
+        "fail",
+        Accepted(_negative_example),
+    ),
 ]
 
 
 @pytest.fixture(scope="module")
 def clean_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("clean")
-    return generate_sample_dataset(root / "ds", num_images=6, image_size=SIZE, seed=3, min_objects=3, max_objects=6,
-                                   max_side=12, write_splits=True)
+    return generate_sample_dataset(
+        root / "ds",
+        num_images=6,
+        image_size=SIZE,
+        seed=3,
+        min_objects=3,
+        max_objects=6,
+        max_side=12,
+        write_splits=True,
+    )
 
 
 def test_the_clean_dataset_goes_through(clean_dir):
@@ -542,7 +860,9 @@ def test_bad_input(case, clean_dir, tmp_path, caplog):
             assert re.search(pattern, msg, re.S), f"{pattern!r} not in:\n{msg}"
         # our message, raised by our code, with no library traceback chained to it
         assert isinstance(err, DatasetError)
-        assert err.__cause__ is None and (err.__context__ is None or err.__suppress_context__), repr(err.__context__)
+        assert err.__cause__ is None and (err.__context__ is None or err.__suppress_context__), (
+            repr(err.__context__)
+        )
         assert Path(excinfo.traceback[-1].path).resolve().is_relative_to(PACKAGE_DIR)
         return
 
@@ -553,7 +873,10 @@ def test_bad_input(case, clean_dir, tmp_path, caplog):
         ours = [d for d in entries if d["id"] == ctx["id"]]
         assert ours and all(expect.reason in d["reasons"] for d in ours), entries
         if expect.kind == "image":
-            assert ctx["id"] not in {img["id"] for img in run.coco.images} or expect.reason == V.UNIQUE_IMAGE_ID
+            assert (
+                ctx["id"] not in {img["id"] for img in run.coco.images}
+                or expect.reason == V.UNIQUE_IMAGE_ID
+            )
             assert ctx["id"] not in run.items
         assert V.validate_dataset(run.coco).success  # what is left is clean
     elif isinstance(expect, Warns):
@@ -576,9 +899,13 @@ def test_a_huge_image_is_refused_from_its_header_without_decoding(clean_dir, tmp
     monkeypatch.setattr(coco_module, "_decode", no_decoding)
     path = root / ctx["file"]
     assert read_header(path) == (10_000, 10_000, 1)
-    with pytest.raises(DatasetError, match=r"10000 x 10000 pixels .* refused without being decoded"):
+    with pytest.raises(
+        DatasetError, match=r"10000 x 10000 pixels .* refused without being decoded"
+    ):
         read_image(path, max_pixels=50_000_000)
-    table = V.images_table(CocoDataset.from_dir(root).subset([ctx["id"]]), max_image_pixels=50_000_000)
+    table = V.images_table(
+        CocoDataset.from_dir(root).subset([ctx["id"]]), max_image_pixels=50_000_000
+    )
     assert table["pixels"].tolist() == [1e8] and table["readable"].isna().all()
     # the limit is a setting: a run allowed 100 megapixels reads the header, then decodes
     table = V.images_table(CocoDataset.from_dir(root).subset([ctx["id"]]), max_image_pixels=None)
@@ -591,14 +918,26 @@ def test_an_image_beyond_pils_decompression_bomb_limit_is_a_clear_error(tmp_path
     root = tmp_path / "ds"
     (root / "images").mkdir(parents=True)
     write_big_png(root / "images" / "big.png", 14_000, 14_000)  # 196 megapixels
-    (root / "annotations.json").write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "images/big.png", "width": 14_000, "height": 14_000}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]}],
-        "categories": [{"id": 1, "name": "a"}]}))
-    with pytest.raises(DatasetError, match=r"big\.png: cannot decode image \(too large to decode safely: "
-                                           r"Image size \(196000000 pixels\) exceeds limit"):
+    (root / "annotations.json").write_text(
+        json.dumps(
+            {
+                "images": [
+                    {"id": 1, "file_name": "images/big.png", "width": 14_000, "height": 14_000}
+                ],
+                "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]}],
+                "categories": [{"id": 1, "name": "a"}],
+            }
+        )
+    )
+    with pytest.raises(
+        DatasetError,
+        match=r"big\.png: cannot decode image \(too large to decode safely: "
+        r"Image size \(196000000 pixels\) exceeds limit",
+    ):
         read_image(root / "images" / "big.png")
     outcome = V.validate_dataset(CocoDataset.from_dir(root), max_image_pixels=None)
     assert [c.name for c in outcome.failed] == [V.FILE_READABLE]
-    assert re.search(r"image id 1: \S*big\.png: cannot read the image header \(too large to decode safely",
-                     outcome.summary())
+    assert re.search(
+        r"image id 1: \S*big\.png: cannot read the image header \(too large to decode safely",
+        outcome.summary(),
+    )

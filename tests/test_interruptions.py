@@ -51,7 +51,11 @@ def _run_and_signal(data: Path, ckpt: Path, sig: int) -> tuple[int, str]:
     and return its exit code and stderr."""
     proc = subprocess.Popen(
         [sys.executable, str(SCRIPT), str(data), str(ckpt), "--pause-at-item", "5"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        cwd=REPO,
     )
     watchdog = threading.Timer(TIMEOUT, proc.kill)
     watchdog.start()
@@ -60,7 +64,9 @@ def _run_and_signal(data: Path, ckpt: Path, sig: int) -> tuple[int, str]:
         for line in proc.stderr:
             lines.append(line)
             if line.strip() == "PAUSED":
-                assert "epoch 2/3 step 1/3" in "".join(lines) and "epoch 2/3 step 2/3" not in "".join(lines)
+                assert "epoch 2/3 step 1/3" in "".join(
+                    lines
+                ) and "epoch 2/3 step 2/3" not in "".join(lines)
                 proc.send_signal(sig)
                 break
         _, rest = proc.communicate(timeout=TIMEOUT)
@@ -82,7 +88,9 @@ def _assert_same_run(history, weights, ref_history, ref_weights):
         assert torch.allclose(value.float(), ref_weights[key].float(), rtol=0, atol=1e-6), key
 
 
-def test_sigkill_mid_epoch_then_resume_ends_like_an_uninterrupted_run(run_data, reference, tmp_path, one_thread):
+def test_sigkill_mid_epoch_then_resume_ends_like_an_uninterrupted_run(
+    run_data, reference, tmp_path, one_thread
+):
     ckpt = tmp_path / "ckpt"
     code, log = _run_and_signal(run_data, ckpt, signal.SIGKILL)
     assert code == -signal.SIGKILL, log
@@ -95,15 +103,20 @@ def test_sigkill_mid_epoch_then_resume_ends_like_an_uninterrupted_run(run_data, 
     _assert_same_run(result.history, load_checkpoint(ckpt / "last.pt")["model"], *reference)
 
 
-def test_sigint_stops_cleanly_says_how_to_resume_and_resumes(run_data, reference, tmp_path, one_thread):
+def test_sigint_stops_cleanly_says_how_to_resume_and_resumes(
+    run_data, reference, tmp_path, one_thread
+):
     ckpt = tmp_path / "ckpt"
     code, log = _run_and_signal(run_data, ckpt, signal.SIGINT)
     assert code != 0, log
     assert "Traceback" in log and "TrainingInterrupted" in log  # a KeyboardInterrupt subclass
     message = re.search(r"training interrupted by SIGINT (.*)", log)
     assert message, log
-    assert re.search(r"during epoch 2/3, after step 2/3: \S*last\.pt holds epoch 1/3, the last completed one; "
-                     r"run again with training\.resume: true to continue from epoch 2", message.group(1)), message.group(1)
+    assert re.search(
+        r"during epoch 2/3, after step 2/3: \S*last\.pt holds epoch 1/3, the last completed one; "
+        r"run again with training\.resume: true to continue from epoch 2",
+        message.group(1),
+    ), message.group(1)
     assert "SIGINT received: stopping at the next safe point" in log
     assert "epoch 2/3 step 3/3" not in log and "epoch 2/3 done" not in log
     state = load_checkpoint(ckpt / "last.pt")  # valid and loadable
@@ -114,7 +127,9 @@ def test_sigint_stops_cleanly_says_how_to_resume_and_resumes(run_data, reference
     _assert_same_run(result.history, load_checkpoint(ckpt / "last.pt")["model"], *reference)
 
 
-def test_sigint_in_process_raises_training_interrupted_and_restores_the_handler(run_data, tmp_path, one_thread):
+def test_sigint_in_process_raises_training_interrupted_and_restores_the_handler(
+    run_data, tmp_path, one_thread
+):
     from smallobj_pipeline.detection.engine.trainer import TrainingInterrupted
 
     trainer = R.make_trainer(run_data, tmp_path / "ckpt", epochs=1)
@@ -126,7 +141,9 @@ def test_sigint_in_process_raises_training_interrupted_and_restores_the_handler(
 
     calls = R.on_training_losses(trainer.model, ctrl_c_on_first_step)
     before = signal.getsignal(signal.SIGINT)
-    with pytest.raises(TrainingInterrupted, match=r"during epoch 1/1, after step 1/3: no epoch was completed"):
+    with pytest.raises(
+        TrainingInterrupted, match=r"during epoch 1/1, after step 1/3: no epoch was completed"
+    ):
         trainer.fit()
     assert len(calls) == 1  # stopped at the next step boundary
     assert signal.getsignal(signal.SIGINT) is before
@@ -160,8 +177,13 @@ KILLED_CHECKPOINT = textwrap.dedent("""
 
 
 def _run_python(code: str, *args: str) -> int:
-    return subprocess.run([sys.executable, "-c", code, *args], env=_env(), cwd=REPO, timeout=TIMEOUT,
-                          capture_output=True).returncode
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=_env(),
+        cwd=REPO,
+        timeout=TIMEOUT,
+        capture_output=True,
+    ).returncode
 
 
 def test_a_writer_killed_mid_write_leaves_the_previous_file(tmp_path):

@@ -31,7 +31,9 @@ INTENSITY = {"mode": "auto", "percentiles": [0.1, 99.9], "sample_images": 50, "s
 SIZE = 48
 
 
-def _write(root: Path, arrays: dict[str, np.ndarray], boxes=None, categories=None, extra_ann=None) -> Path:
+def _write(
+    root: Path, arrays: dict[str, np.ndarray], boxes=None, categories=None, extra_ann=None
+) -> Path:
     """A COCO directory with one image per array (TIFF for non-uint8 or .tif names, else PNG)."""
     root.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
@@ -43,18 +45,31 @@ def _write(root: Path, arrays: dict[str, np.ndarray], boxes=None, categories=Non
         else:
             Image.fromarray(arr).save(path)
         images.append({"id": i, "file_name": name, "width": arr.shape[1], "height": arr.shape[0]})
-        for bbox in (boxes or [[4, 4, 8, 8]]):
-            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": 1, "bbox": bbox,
-                                "area": bbox[2] * bbox[3], "iscrowd": 0})
+        for bbox in boxes or [[4, 4, 8, 8]]:
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i,
+                    "category_id": 1,
+                    "bbox": bbox,
+                    "area": bbox[2] * bbox[3],
+                    "iscrowd": 0,
+                }
+            )
     annotations += extra_ann or []
-    data = {"images": images, "annotations": annotations,
-            "categories": categories or [{"id": 1, "name": "cell"}]}
+    data = {
+        "images": images,
+        "annotations": annotations,
+        "categories": categories or [{"id": 1, "name": "cell"}],
+    }
     (root / "annotations.json").write_text(json.dumps(data))
     return root
 
 
 def _dataset(root: Path) -> CocoDataset:
-    return assign_splits(CocoDataset.from_dir(root), ratios={"train": 0.5, "val": 0.25, "test": 0.25}, seed=0)
+    return assign_splits(
+        CocoDataset.from_dir(root), ratios={"train": 0.5, "val": 0.25, "test": 0.25}, seed=0
+    )
 
 
 def _loaded(coco: CocoDataset, stats: dict, image_id: int, in_channels: int = 1) -> torch.Tensor:
@@ -111,7 +126,9 @@ def test_12bit_images_keep_their_levels_with_a_dataset_range(tmp_path):
     rng = np.random.default_rng(3)
     bright = rng.integers(0, 4096, (SIZE, SIZE)).astype(np.uint16)
     dim = (bright // 4).astype(np.uint16)
-    coco = _dataset(_write(tmp_path / "d12", {"a.tif": bright, "b.tif": dim, "c.tif": bright, "d.tif": dim}))
+    coco = _dataset(
+        _write(tmp_path / "d12", {"a.tif": bright, "b.tif": dim, "c.tif": bright, "d.tif": dim})
+    )
     coco.splits["train"] = [1, 2, 3, 4]
     stats = compute_stats(coco, INTENSITY)
     info = stats["intensity"]
@@ -119,7 +136,11 @@ def test_12bit_images_keep_their_levels_with_a_dataset_range(tmp_path):
     low, high = info["range_used"]
     assert 0 <= low < 10 and 4080 < high <= 4095
     t_bright, t_dim = _loaded(coco, stats, 1), _loaded(coco, stats, 2)
-    assert t_bright.dtype == torch.float32 and 0.0 <= float(t_bright.min()) and float(t_bright.max()) <= 1.0
+    assert (
+        t_bright.dtype == torch.float32
+        and 0.0 <= float(t_bright.min())
+        and float(t_bright.max()) <= 1.0
+    )
     levels = np.unique(bright).size  # about 1,800 of 4,096 values in 48 x 48 pixels
     assert torch.unique(t_bright).numel() >= 0.99 * levels > 1000  # vs 16 levels under v / 257
     assert float(t_dim.mean()) < 0.3 * float(t_bright.mean())  # relative brightness kept
@@ -151,9 +172,13 @@ def test_float_tiff_is_accepted_and_scaled(tmp_path):
 
 def test_validation_warns_when_fixed_mode_crushes_levels(tmp_path):
     rng = np.random.default_rng(6)
-    coco = CocoDataset.from_dir(_write(tmp_path / "w", {"a.tif": rng.integers(0, 4096, (SIZE, SIZE), dtype=np.uint16)}))
+    coco = CocoDataset.from_dir(
+        _write(tmp_path / "w", {"a.tif": rng.integers(0, 4096, (SIZE, SIZE), dtype=np.uint16)})
+    )
     warned = V.validate_dataset(coco, intensity={"mode": "fixed"}, min_levels=32).warnings
-    assert any("image id 1 (a.tif): 12-bit (uint16) pixels keep only 17 of" in w for w in warned), warned
+    assert any("image id 1 (a.tif): 12-bit (uint16) pixels keep only 17 of" in w for w in warned), (
+        warned
+    )
     assert not V.validate_dataset(coco, intensity={"mode": "auto"}).warnings
 
 
@@ -184,8 +209,12 @@ def test_in_channels_auto_follows_the_training_images(tmp_path):
     assert picked["rgb"][0] == 3 and "colour" in picked["rgb"][1]
     assert picked["grey"][0] == 1
     assert picked["grey_rgb"][0] == 1 and "R = G = B" in picked["grey_rgb"][1]
-    explicit = resolve_experiment("e", _defaults(), {"model": {"in_channels": 1}},
-                                  compute_stats(_dataset(tmp_path / "rgb"), INTENSITY))
+    explicit = resolve_experiment(
+        "e",
+        _defaults(),
+        {"model": {"in_channels": 1}},
+        compute_stats(_dataset(tmp_path / "rgb"), INTENSITY),
+    )
     assert explicit["model"]["in_channels"] == 1 and "in_channels" not in explicit["derived"]
 
 
@@ -195,13 +224,19 @@ def test_colour_data_keeps_a_pretrained_rgb_conv1(tmp_path):
     from smallobj_pipeline.detection.modeling.factory import build_model
 
     rng = np.random.default_rng(8)
-    coco = _dataset(_write(tmp_path / "rgb", {f"{i}.png": rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
-                                              for i in range(4)}))
+    coco = _dataset(
+        _write(
+            tmp_path / "rgb",
+            {f"{i}.png": rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8) for i in range(4)},
+        )
+    )
     state = torchvision.models.resnet18(weights=None).state_dict()
     weights = tmp_path / "r18.pth"
     torch.save(state, weights)
     cfg = resolve_experiment(
-        "e", _defaults(), {"model": {"pretrained": "backbone", "weights_path": str(weights)}},
+        "e",
+        _defaults(),
+        {"model": {"pretrained": "backbone", "weights_path": str(weights)}},
         compute_stats(coco, INTENSITY),
     )
     model = build_model(cfg["model"], num_classes=1)
@@ -221,7 +256,10 @@ def test_iscrowd_must_be_a_number(tmp_path):
     outcome = V.validate_dataset(CocoDataset.from_dir(root))
     check = outcome.check(V.ISCROWD_VALID)
     assert not check.success and check.annotation_ids == [1]
-    assert "annotation id 1 (image id 1): iscrowd '0' (str); must be the number 0 or 1" in outcome.summary()
+    assert (
+        "annotation id 1 (image id 1): iscrowd '0' (str); must be the number 0 or 1"
+        in outcome.summary()
+    )
 
 
 def test_dataset_of_crowd_regions_only_stops(tmp_path):
@@ -238,9 +276,22 @@ def test_crowd_regions_do_not_move_the_derived_anchors(tmp_path):
     rng = np.random.default_rng(11)
     arrays = {f"{i}.png": rng.integers(0, 256, (128, 128), dtype=np.uint8) for i in range(4)}
     plain = _dataset(_write(tmp_path / "plain", arrays, boxes=[[4, 4, 10, 10], [40, 40, 12, 12]]))
-    crowd = [{"id": 100 + i, "image_id": i, "category_id": 1, "bbox": [0, 0, 100, 100], "area": 1e4, "iscrowd": 1}
-             for i in range(1, 5)]
-    crowded = _dataset(_write(tmp_path / "crowd", arrays, boxes=[[4, 4, 10, 10], [40, 40, 12, 12]], extra_ann=crowd))
+    crowd = [
+        {
+            "id": 100 + i,
+            "image_id": i,
+            "category_id": 1,
+            "bbox": [0, 0, 100, 100],
+            "area": 1e4,
+            "iscrowd": 1,
+        }
+        for i in range(1, 5)
+    ]
+    crowded = _dataset(
+        _write(
+            tmp_path / "crowd", arrays, boxes=[[4, 4, 10, 10], [40, 40, 12, 12]], extra_ann=crowd
+        )
+    )
     anchors = []
     for coco in (plain, crowded):
         stats = compute_stats(coco)
@@ -251,12 +302,18 @@ def test_crowd_regions_do_not_move_the_derived_anchors(tmp_path):
 
 
 def test_detection_on_a_crowd_region_is_not_a_false_positive():
-    gt = {"images": [{"id": 1, "width": 100, "height": 100}],
-          "categories": [{"id": 1, "name": "cell"}],
-          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "iscrowd": 0},
-                          {"id": 2, "image_id": 1, "category_id": 1, "bbox": [50, 50, 40, 40], "iscrowd": 1}]}
-    preds = [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.9},
-             {"image_id": 1, "category_id": 1, "bbox": [60, 60, 8, 8], "score": 0.8}]  # inside the crowd
+    gt = {
+        "images": [{"id": 1, "width": 100, "height": 100}],
+        "categories": [{"id": 1, "name": "cell"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [50, 50, 40, 40], "iscrowd": 1},
+        ],
+    }
+    preds = [
+        {"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.9},
+        {"image_id": 1, "category_id": 1, "bbox": [60, 60, 8, 8], "score": 0.8},
+    ]  # inside the crowd
     m = evaluate_detections(gt, preds)
     assert m["precision"] == 1.0 and m["num_ignored_on_crowd"] == 1
     only_crowd = dict(gt, annotations=[gt["annotations"][1]])
@@ -273,7 +330,8 @@ def _exif_jpeg(path: Path, stored: np.ndarray, orientation: int) -> None:
 
 def test_exif_orientation_is_applied_everywhere(tmp_path):
     """Stored 60 x 30 with orientation 6 (turn 90 degrees clockwise): displayed 30 x 60. A bright
-    spot at stored x 47-53, y 2-8 is displayed at x 21-27, y 47-53; the box drawn there must hit it."""
+    spot at stored x 47-53, y 2-8 is displayed at x 21-27, y 47-53; the box drawn there must hit
+    it."""
     stored = np.zeros((30, 60), np.uint8)
     stored[2:9, 47:54] = 255
     root = tmp_path / "exif"
@@ -286,8 +344,9 @@ def test_exif_orientation_is_applied_everywhere(tmp_path):
     assert 22 <= xs.mean() <= 26 and 48 <= ys.mean() <= 52
     images = [{"id": 1, "file_name": "a.jpg", "width": 30, "height": 60}]
     anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [21, 47, 7, 7], "iscrowd": 0}]
-    (root / "annotations.json").write_text(json.dumps({"images": images, "annotations": anns,
-                                                       "categories": [{"id": 1}]}))
+    (root / "annotations.json").write_text(
+        json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1}]})
+    )
     coco = CocoDataset.from_dir(root)
     outcome = V.validate_dataset(coco)
     assert outcome.success and any("EXIF orientation" in w for w in outcome.warnings)
@@ -301,8 +360,9 @@ def test_declared_size_of_the_unturned_image_names_exif(tmp_path):
     _exif_jpeg(root / "a.jpg", np.zeros((30, 60), np.uint8), 6)
     images = [{"id": 1, "file_name": "a.jpg", "width": 60, "height": 30}]  # the stored size
     anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5], "iscrowd": 0}]
-    (root / "annotations.json").write_text(json.dumps({"images": images, "annotations": anns,
-                                                       "categories": [{"id": 1}]}))
+    (root / "annotations.json").write_text(
+        json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1}]})
+    )
     outcome = V.validate_dataset(CocoDataset.from_dir(root))
     assert not outcome.check(V.DECLARED_SIZE).success
     assert "EXIF orientation" in outcome.summary() and "exiftool -Orientation=" in outcome.summary()
@@ -310,10 +370,20 @@ def test_declared_size_of_the_unturned_image_names_exif(tmp_path):
 
 # ------------------------------------------------------------------------------ 6, 12. JSON
 def test_duplicate_category_id_names_both_entries(tmp_path):
-    root = _write(tmp_path / "dup", {"a.png": np.zeros((SIZE, SIZE), np.uint8)},
-                  categories=[{"id": 1, "name": "cell"}, {"id": 2, "name": "x"}, {"id": 1, "name": "nucleus"}])
-    with pytest.raises(DatasetError, match=r'duplicate category id 1: categories\[0\] .*"cell".* and '
-                                           r'categories\[2\] .*"nucleus"'):
+    root = _write(
+        tmp_path / "dup",
+        {"a.png": np.zeros((SIZE, SIZE), np.uint8)},
+        categories=[
+            {"id": 1, "name": "cell"},
+            {"id": 2, "name": "x"},
+            {"id": 1, "name": "nucleus"},
+        ],
+    )
+    with pytest.raises(
+        DatasetError,
+        match=r'duplicate category id 1: categories\[0\] .*"cell".* and '
+        r'categories\[2\] .*"nucleus"',
+    ):
         CocoDataset.from_dir(root)
 
 
@@ -325,18 +395,24 @@ def test_json_with_a_utf8_bom_is_read(tmp_path):
 
 
 # ------------------------------------------------------------------------------ red-team findings
-def _png(path: Path, arr: np.ndarray, colour_type: int, exif_orientation: int | None = None) -> None:
+def _png(
+    path: Path, arr: np.ndarray, colour_type: int, exif_orientation: int | None = None
+) -> None:
     """A 16-bit PNG written by hand (PIL cannot write 16-bit colour or grey + alpha), with an
     optional eXIf chunk holding an orientation."""
     import struct
     import zlib
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     h, w = arr.shape[:2]
     rows = b"".join(b"\x00" + arr[y].astype(">u2").tobytes() for y in range(h))
-    out = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0))
+    out = b"\x89PNG\r\n\x1a\n" + chunk(
+        b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
+    )
     if exif_orientation:
         ifd = b"MM\x00*\x00\x00\x00\x08" + struct.pack(">H", 1)
         ifd += struct.pack(">HHIHH", 0x0112, 3, 1, exif_orientation, 0) + struct.pack(">I", 0)
@@ -366,7 +442,9 @@ def test_tiff_stacks_are_refused_and_planar_rgb_is_read_as_rgb(tmp_path):
     rng = np.random.default_rng(13)
     stack = rng.integers(0, 4096, (3, 32, 32)).astype(np.uint16)
     tifffile.imwrite(tmp_path / "z.tif", stack, imagej=True, metadata={"axes": "ZYX"})
-    with pytest.raises(DatasetError, match=r"z\.tif: a TIFF of shape .* is a stack, not one image \(Z=3\)"):
+    with pytest.raises(
+        DatasetError, match=r"z\.tif: a TIFF of shape .* is a stack, not one image \(Z=3\)"
+    ):
         read_raw(tmp_path / "z.tif")
     with pytest.raises(DatasetError, match="is a stack"):
         read_header(tmp_path / "z.tif")
@@ -407,15 +485,20 @@ def test_all_nan_float_images_fall_back_to_per_image_scaling(tmp_path):
     assert torch.isfinite(t).all()
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"percentiles": 5}, r"intensity\.percentiles: invalid value 5"),
-    ({"sample_images": "abc"}, r"intensity\.sample_images: invalid value 'abc'"),
-    ({"pixels_per_image": 0}, r"intensity\.pixels_per_image: invalid value 0"),
-    ({"percentile": [1, 99]}, r"unknown intensity setting\(s\) \['percentile'\]"),
-    ({"mode": "autoo"}, r"intensity\.mode: invalid value 'autoo'"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"percentiles": 5}, r"intensity\.percentiles: invalid value 5"),
+        ({"sample_images": "abc"}, r"intensity\.sample_images: invalid value 'abc'"),
+        ({"pixels_per_image": 0}, r"intensity\.pixels_per_image: invalid value 0"),
+        ({"percentile": [1, 99]}, r"unknown intensity setting\(s\) \['percentile'\]"),
+        ({"mode": "autoo"}, r"intensity\.mode: invalid value 'autoo'"),
+    ],
+)
 def test_bad_intensity_settings_name_the_key(tmp_path, settings, message):
-    coco = _dataset(_write(tmp_path / "s", {f"{i}.png": np.zeros((SIZE, SIZE), np.uint8) for i in range(4)}))
+    coco = _dataset(
+        _write(tmp_path / "s", {f"{i}.png": np.zeros((SIZE, SIZE), np.uint8) for i in range(4)})
+    )
     with pytest.raises(Exception, match=message):
         compute_stats(coco, settings)
     with pytest.raises(Exception, match=message):

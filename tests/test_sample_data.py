@@ -11,7 +11,14 @@ from smallobj_pipeline.detection.data.coco import CocoDataset
 from smallobj_pipeline.detection.data.sample import dataset_exists, generate_sample_dataset
 from smallobj_pipeline.detection.errors import ConfigError
 
-ARGS = {"num_images": 8, "image_size": 160, "min_objects": 5, "max_objects": 12, "min_side": 6, "max_side": 20}
+ARGS = {
+    "num_images": 8,
+    "image_size": 160,
+    "min_objects": 5,
+    "max_objects": 12,
+    "min_side": 6,
+    "max_side": 20,
+}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +53,10 @@ def test_counts_sizes_and_coco_fields(sample):
         for a in anns:
             x, y, w, h = a["bbox"]
             assert x >= 0 and y >= 0 and x + w <= img["width"] and y + h <= img["height"], a
-            assert ARGS["min_side"] <= w <= ARGS["max_side"] and ARGS["min_side"] <= h <= ARGS["max_side"], a
+            assert (
+                ARGS["min_side"] <= w <= ARGS["max_side"]
+                and ARGS["min_side"] <= h <= ARGS["max_side"]
+            ), a
             assert a["area"] == w * h and a["iscrowd"] == 0 and a["category_id"] in (1, 2)
     # both classes are drawn
     assert {a["category_id"] for a in coco.annotations} == {1, 2}
@@ -57,15 +67,23 @@ def test_images_are_one_channel_pngs_with_objects_standing_out(sample):
     contrasts = []
     for img in coco.images:
         with Image.open(coco.image_path(img)) as pil:
-            assert pil.format == "PNG" and pil.mode == "L" and pil.size == (img["width"], img["height"])
+            assert (
+                pil.format == "PNG"
+                and pil.mode == "L"
+                and pil.size == (img["width"], img["height"])
+            )
         arr = coco.read_image(img).astype(float)
         for a in coco.annotations_by_image[img["id"]]:
             x, y, w, h = a["bbox"]
             inside = arr[y : y + h, x : x + w]
-            ring = np.concatenate([
-                arr[max(0, y - 3) : y, x : x + w].ravel(), arr[y + h : y + h + 3, x : x + w].ravel(),
-                arr[y : y + h, max(0, x - 3) : x].ravel(), arr[y : y + h, x + w : x + w + 3].ravel(),
-            ])
+            ring = np.concatenate(
+                [
+                    arr[max(0, y - 3) : y, x : x + w].ravel(),
+                    arr[y + h : y + h + 3, x : x + w].ravel(),
+                    arr[y : y + h, max(0, x - 3) : x].ravel(),
+                    arr[y : y + h, x + w : x + w + 3].ravel(),
+                ]
+            )
             if ring.size:
                 contrasts.append(np.percentile(inside, 90) - np.median(ring))
     # the drawn glyph is clearly brighter than its surroundings for (nearly) every object
@@ -84,10 +102,28 @@ def test_box_is_the_tight_drawn_extent(sample):
             x, y, w, h = a["bbox"]
             if x < 1 or y < 1 or x + w >= W or y + h >= H:
                 continue
-            bg = np.median(np.concatenate([arr[y - 1, x : x + w], arr[y + h, x : x + w],
-                                           arr[y : y + h, x - 1], arr[y : y + h, x + w]]))
-            inner_edges = [arr[y, x : x + w], arr[y + h - 1, x : x + w], arr[y : y + h, x], arr[y : y + h, x + w - 1]]
-            outer_edges = [arr[y - 1, x : x + w], arr[y + h, x : x + w], arr[y : y + h, x - 1], arr[y : y + h, x + w]]
+            bg = np.median(
+                np.concatenate(
+                    [
+                        arr[y - 1, x : x + w],
+                        arr[y + h, x : x + w],
+                        arr[y : y + h, x - 1],
+                        arr[y : y + h, x + w],
+                    ]
+                )
+            )
+            inner_edges = [
+                arr[y, x : x + w],
+                arr[y + h - 1, x : x + w],
+                arr[y : y + h, x],
+                arr[y : y + h, x + w - 1],
+            ]
+            outer_edges = [
+                arr[y - 1, x : x + w],
+                arr[y + h, x : x + w],
+                arr[y : y + h, x - 1],
+                arr[y : y + h, x + w],
+            ]
             assert all(e.max() - bg > 40 for e in inner_edges), a
             assert all(e.max() - bg < 40 for e in outer_edges), a
             checked += 1
@@ -95,8 +131,15 @@ def test_box_is_the_tight_drawn_extent(sample):
 
 
 def test_three_channel_option_writes_rgb(tmp_path):
-    root = generate_sample_dataset(tmp_path / "rgb", num_images=2, image_size=64, seed=1, min_objects=2,
-                                   max_objects=4, channels=3)
+    root = generate_sample_dataset(
+        tmp_path / "rgb",
+        num_images=2,
+        image_size=64,
+        seed=1,
+        min_objects=2,
+        max_objects=4,
+        channels=3,
+    )
     coco = CocoDataset.from_dir(root)
     with Image.open(coco.image_path(coco.images[0])) as pil:
         assert pil.mode == "RGB"
@@ -104,8 +147,16 @@ def test_three_channel_option_writes_rgb(tmp_path):
 
 
 def test_write_splits_gives_70_15_15_disjoint_splits(tmp_path):
-    root = generate_sample_dataset(tmp_path / "s", num_images=20, image_size=48, seed=2, min_objects=1,
-                                   max_objects=3, max_side=12, write_splits=True)
+    root = generate_sample_dataset(
+        tmp_path / "s",
+        num_images=20,
+        image_size=48,
+        seed=2,
+        min_objects=1,
+        max_objects=3,
+        max_side=12,
+        write_splits=True,
+    )
     coco = CocoDataset.from_dir(root)
     sizes = {k: len(v) for k, v in coco.splits.items()}
     assert sizes == {"train": 14, "val": 3, "test": 3}
@@ -116,7 +167,9 @@ def test_write_splits_gives_70_15_15_disjoint_splits(tmp_path):
 def test_dataset_exists_only_for_a_complete_dataset(tmp_path):
     root = tmp_path / "d"
     assert not dataset_exists(root)
-    generate_sample_dataset(root, num_images=2, image_size=48, seed=0, min_objects=1, max_objects=2, max_side=12)
+    generate_sample_dataset(
+        root, num_images=2, image_size=48, seed=0, min_objects=1, max_objects=2, max_side=12
+    )
     assert dataset_exists(root)
     (root / "images" / "0001.png").unlink()
     assert not dataset_exists(root)

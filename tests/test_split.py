@@ -12,13 +12,28 @@ from smallobj_pipeline.detection.errors import ConfigError, DatasetError
 
 
 def _dataset(n, root="/nonexistent", splits=None, id_start=100):
-    images = [{"id": id_start + 3 * i, "file_name": f"images/{i}.png", "width": 64, "height": 64} for i in range(n)]
+    images = [
+        {"id": id_start + 3 * i, "file_name": f"images/{i}.png", "width": 64, "height": 64}
+        for i in range(n)
+    ]
     annotations = [
-        {"id": k, "image_id": img["id"], "category_id": 1, "bbox": [1, 1, 5, 5], "area": 25, "iscrowd": 0}
+        {
+            "id": k,
+            "image_id": img["id"],
+            "category_id": 1,
+            "bbox": [1, 1, 5, 5],
+            "area": 25,
+            "iscrowd": 0,
+        }
         for k, img in enumerate((img for img in images for _ in range(3)), start=1)
     ]
-    return CocoDataset(root=root, images=images, annotations=annotations,
-                       categories=[{"id": 1, "name": "a"}], splits=splits or {})
+    return CocoDataset(
+        root=root,
+        images=images,
+        annotations=annotations,
+        categories=[{"id": 1, "name": "a"}],
+        splits=splits or {},
+    )
 
 
 def test_same_seed_same_split_other_seed_other_split():
@@ -41,7 +56,9 @@ def test_sizes_follow_ratios_and_images_are_not_shared():
     coco = assign_splits(_dataset(20), ratios={"train": 0.7, "val": 0.15, "test": 0.15}, seed=0)
     assert {k: len(v) for k, v in coco.splits.items()} == {"train": 14, "val": 3, "test": 3}
     members = [i for v in coco.splits.values() for i in v]
-    assert sorted(members) == sorted(img["id"] for img in coco.images)  # each image in exactly one split
+    assert sorted(members) == sorted(
+        img["id"] for img in coco.images
+    )  # each image in exactly one split
     # grouped by image: each annotation goes with its image, none is lost or duplicated
     per_split = [coco.split(name).annotations for name in ("train", "val", "test")]
     assert sum(len(a) for a in per_split) == len(coco.annotations)

@@ -22,15 +22,29 @@ BOXES = {
 @pytest.fixture
 def coco():
     sizes = {1: (100, 80), 2: (200, 120), 3: (100, 80), 4: (300, 80)}
-    images = [{"id": i, "file_name": f"{i}.png", "width": w, "height": h} for i, (w, h) in sizes.items()]
+    images = [
+        {"id": i, "file_name": f"{i}.png", "width": w, "height": h} for i, (w, h) in sizes.items()
+    ]
     annotations = []
     for image_id, boxes in BOXES.items():
         for cat, bbox in boxes:
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": cat,
-                                "bbox": bbox, "area": bbox[2] * bbox[3], "iscrowd": 0})
-    return CocoDataset(root="/nowhere", images=images, annotations=annotations,
-                       categories=[{"id": 7, "name": "bar"}, {"id": 3, "name": "dot"}],
-                       splits={"train": [1, 2], "val": [3], "test": [4]})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": cat,
+                    "bbox": bbox,
+                    "area": bbox[2] * bbox[3],
+                    "iscrowd": 0,
+                }
+            )
+    return CocoDataset(
+        root="/nowhere",
+        images=images,
+        annotations=annotations,
+        categories=[{"id": 7, "name": "bar"}, {"id": 3, "name": "dot"}],
+        splits={"train": [1, 2], "val": [3], "test": [4]},
+    )
 
 
 def test_overall_counts_shares_and_top_level_keys(coco):
@@ -43,7 +57,13 @@ def test_overall_counts_shares_and_top_level_keys(coco):
     assert overall["area_count"] == {"small": 5, "medium": 1, "large": 1}
     assert overall["area_share"]["small"] == pytest.approx(5 / 7, abs=1e-4)
     assert overall["area_share"]["large"] == pytest.approx(1 / 7, abs=1e-4)
-    assert overall["objects_per_image"] == {"min": 0, "median": 2.0, "mean": 1.75, "max": 3, "p95": 3.0}
+    assert overall["objects_per_image"] == {
+        "min": 0,
+        "median": 2.0,
+        "mean": 1.75,
+        "max": 3,
+        "p95": 3.0,
+    }
     assert overall["box_width"]["max"] == 100 and overall["box_height"]["min"] == 2
 
     sides = sorted(math.sqrt(w * h) for boxes in BOXES.values() for _, (_, _, w, h) in boxes)
@@ -58,7 +78,10 @@ def test_overall_counts_shares_and_top_level_keys(coco):
 def test_per_split_numbers(coco):
     splits = compute_stats(coco)["splits"]
     assert {k: (v["num_images"], v["num_objects"]) for k, v in splits.items()} == {
-        "train": (2, 4), "val": (1, 0), "test": (1, 3)}
+        "train": (2, 4),
+        "val": (1, 0),
+        "test": (1, 3),
+    }
     assert splits["train"]["objects_per_class"] == {"bar": 2, "dot": 2}
     assert splits["val"]["objects_per_class"] == {"bar": 0, "dot": 0}
     assert splits["val"]["box_side"]["p50"] is None and splits["val"]["area_share"]["small"] is None
@@ -88,8 +111,12 @@ def test_figure_has_the_three_histograms_and_the_32px_line(coco):
 
 
 def test_empty_dataset_does_not_break(tmp_path):
-    coco = CocoDataset(root=tmp_path, images=[{"id": 1, "file_name": "a.png", "width": 10, "height": 10}],
-                       annotations=[], categories=[{"id": 1, "name": "a"}])
+    coco = CocoDataset(
+        root=tmp_path,
+        images=[{"id": 1, "file_name": "a.png", "width": 10, "height": 10}],
+        annotations=[],
+        categories=[{"id": 1, "name": "a"}],
+    )
     stats = compute_stats(coco)
     assert stats["max_objects_per_image"] == 0 and stats["median_box_side"] is None
     assert stats["train_box_sides"] == []

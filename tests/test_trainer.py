@@ -13,8 +13,14 @@ from smallobj_pipeline.detection.engine.trainer import TrainConfig, Trainer, Tra
 from smallobj_pipeline.detection.modeling.factory import build_model
 
 MODEL = {
-    "variant": "v1", "backbone": "resnet18", "pretrained": "none", "in_channels": 1, "norm": "bn",
-    "anchor_sizes": [8, 16, 32, 64, 128], "min_size": 96, "max_size": 96,
+    "variant": "v1",
+    "backbone": "resnet18",
+    "pretrained": "none",
+    "in_channels": 1,
+    "norm": "bn",
+    "anchor_sizes": [8, 16, 32, 64, 128],
+    "min_size": 96,
+    "max_size": 96,
 }
 
 
@@ -30,8 +36,17 @@ def tiny(tmp_path_factory):
 
 def _fit(coco, ckpt_dir=None, model=None, **overrides):
     cfg = TrainConfig.from_dict(
-        {"epochs": 2, "batch_size": 2, "lr": 0.01, "warmup_iters": 0, "schedule": "none", "seed": 7,
-         "log_every": 1, "val_loss": True, **overrides}
+        {
+            "epochs": 2,
+            "batch_size": 2,
+            "lr": 0.01,
+            "warmup_iters": 0,
+            "schedule": "none",
+            "seed": 7,
+            "log_every": 1,
+            "val_loss": True,
+            **overrides,
+        }
     )
     torch.manual_seed(0)
     model = model or build_model(MODEL, num_classes=coco.num_classes)
@@ -65,13 +80,16 @@ def test_resume_continues_to_the_same_result(tiny, tmp_path):
     _fit(tiny, tmp_path / "cut", epochs=1)  # as if interrupted after epoch 1
     resumed = _fit(tiny, tmp_path / "cut", resume=True)
     assert [r["epoch"] for r in resumed.history] == [1, 2]
-    assert resumed.history[-1]["train_loss"] == pytest.approx(full.history[-1]["train_loss"], rel=1e-5)
+    assert resumed.history[-1]["train_loss"] == pytest.approx(
+        full.history[-1]["train_loss"], rel=1e-5
+    )
     assert resumed.history[-1]["map_50"] == pytest.approx(full.history[-1]["map_50"], abs=1e-6)
 
 
 def test_speed_settings_do_not_change_what_is_learned(tiny):
     """channels-last and the fused optimizer step (on by default) only change the speed: the fused
-    step gives the same weights as torch's for-each one (to float rounding), and channels-last the same losses up to
+    step gives the same weights as torch's for-each one (to float rounding), and channels-last the
+    same losses up to
     the order of float sums (which can flip a sampled proposal, hence the tolerance)."""
     fast = _fit(tiny, epochs=1, val_loss=False)
     unfused = _fit(tiny, epochs=1, val_loss=False, fused_optimizer=False)
@@ -91,8 +109,13 @@ def _nan_losses(model):
 def test_nan_loss_stops_with_epoch_step_and_keeps_last_checkpoint(tiny, tmp_path):
     _fit(tiny, tmp_path, epochs=1)
     model = _nan_losses(build_model(MODEL, num_classes=tiny.num_classes))
-    with pytest.raises(TrainingError, match=r"non-finite loss .* epoch 2, step 1 .*learning rate.*last good checkpoint"):
-        _fit(tiny, tmp_path, model=model, resume=True)  # resumes at epoch 2, whose first step is NaN
+    with pytest.raises(
+        TrainingError,
+        match=r"non-finite loss .* epoch 2, step 1 .*learning rate.*last good checkpoint",
+    ):
+        _fit(
+            tiny, tmp_path, model=model, resume=True
+        )  # resumes at epoch 2, whose first step is NaN
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 0  # not overwritten by a bad state
 
 

@@ -56,13 +56,19 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint file") -> dict[str
                 f"{path}: not a readable PyTorch file (corrupt or another format: {detail})"
             ) from None
         raise WeightsError(
-            f"{path}: refused to load untrusted/unsupported content: the file holds pickled objects "
+            f"{path}: refused to load untrusted/unsupported content: the file holds pickled "
+            "objects "
             f"other than tensors and plain containers, and only weights_only loading is allowed "
-            f"(re-save it as a plain state dict: torch.save(model.state_dict(), path)). Detail: {detail}"
+            "(re-save it as a plain state dict: torch.save(model.state_dict(), path)). Detail: "
+            f"{detail}"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise WeightsError(f"{path}: not a readable PyTorch file ({type(exc).__name__}: {first})") from None
+        raise WeightsError(
+            f"{path}: not a readable PyTorch file ({type(exc).__name__}: {first})"
+        ) from None
     if not isinstance(data, dict):
-        raise WeightsError(f"{path}: expected a dict of tensors or a checkpoint dict, got {type(data).__name__}")
+        raise WeightsError(
+            f"{path}: expected a dict of tensors or a checkpoint dict, got {type(data).__name__}"
+        )
     return data

@@ -17,7 +17,9 @@ from ..errors import ConfigError
 
 @dataclass
 class SliceConfig:
-    enabled: bool | str = "auto"  # True | False | "auto": slice when the image is much larger than training
+    enabled: bool | str = (
+        "auto"  # True | False | "auto": slice when the image is much larger than training
+    )
     tile_size: int = 256
     overlap: float = 0.2  # fraction of the tile shared with its neighbour
     auto_factor: float = 2.0  # "auto" slices when max(H, W) > auto_factor * training size
@@ -35,7 +37,8 @@ class SliceConfig:
 
 
 def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
-    """Start offsets covering ``[0, length)`` with tiles of ``tile`` px overlapping by ``overlap``."""
+    """Start offsets covering ``[0, length)`` with tiles of ``tile`` px overlapping by
+    ``overlap``."""
     if length <= tile:
         return [0]
     stride = max(1, int(round(tile * (1 - overlap))))
@@ -51,8 +54,11 @@ def should_slice(height: int, width: int, train_size: int, cfg: SliceConfig) -> 
 
 
 @torch.inference_mode()
-def sliced_predict(model: torch.nn.Module, image: torch.Tensor, cfg: SliceConfig) -> dict[str, torch.Tensor]:
-    """Predict one ``(C, H, W)`` image tile by tile; returns ``boxes`` (xyxy), ``scores``, ``labels``."""
+def sliced_predict(
+    model: torch.nn.Module, image: torch.Tensor, cfg: SliceConfig
+) -> dict[str, torch.Tensor]:
+    """Predict one ``(C, H, W)`` image tile by tile; returns ``boxes`` (xyxy), ``scores``,
+    ``labels``."""
     model.eval()
     _, height, width = image.shape
     tiles, offsets = [], []
@@ -75,4 +81,9 @@ def sliced_predict(model: torch.nn.Module, image: torch.Tensor, cfg: SliceConfig
         labels.append(out["labels"])
     boxes_t, scores_t, labels_t = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
     keep = batched_nms(boxes_t, scores_t, labels_t, cfg.iou_threshold)
-    return {"boxes": boxes_t[keep], "scores": scores_t[keep], "labels": labels_t[keep], "num_tiles": len(tiles)}
+    return {
+        "boxes": boxes_t[keep],
+        "scores": scores_t[keep],
+        "labels": labels_t[keep],
+        "num_tiles": len(tiles),
+    }
