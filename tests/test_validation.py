@@ -19,8 +19,16 @@ from smallobj_pipeline.detection.errors import ConfigError, DatasetError
 @pytest.fixture(scope="module")
 def clean_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("clean")
-    generate_sample_dataset(root, num_images=6, image_size=80, seed=3, min_objects=3, max_objects=6,
-                            max_side=16, write_splits=True)
+    generate_sample_dataset(
+        root,
+        num_images=6,
+        image_size=80,
+        seed=3,
+        min_objects=3,
+        max_objects=6,
+        max_side=16,
+        write_splits=True,
+    )
     return root
 
 
@@ -34,7 +42,9 @@ def coco(clean_dir, tmp_path):
 
 def _rebuild(coco):
     """Fresh object after in-place edits (cached lookups would be stale)."""
-    return CocoDataset(coco.root, coco.images, coco.annotations, coco.categories, coco.splits, coco.info)
+    return CocoDataset(
+        coco.root, coco.images, coco.annotations, coco.categories, coco.splits, coco.info
+    )
 
 
 def _summary_line(outcome, name):
@@ -147,7 +157,9 @@ FAULTS = [
 ]
 
 
-@pytest.mark.parametrize(("corrupt", "check", "count"), FAULTS, ids=[f[0].__name__.strip("_") for f in FAULTS])
+@pytest.mark.parametrize(
+    ("corrupt", "check", "count"), FAULTS, ids=[f[0].__name__.strip("_") for f in FAULTS]
+)
 def test_each_check_catches_its_fault_and_names_the_offender(coco, corrupt, check, count):
     kind, bad_id = corrupt(coco)
     coco = _rebuild(coco)
@@ -187,7 +199,10 @@ def test_report_is_json_with_the_great_expectations_results(coco):
     assert report["success"] is False and report["failed_checks"] == [V.BOX_POSITIVE]
     gx_ann = report["great_expectations"]["annotations"]
     assert gx_ann["success"] is False
-    assert any(r["expectation_config"]["meta"]["check"] == V.BOX_POSITIVE and not r["success"] for r in gx_ann["results"])
+    assert any(
+        r["expectation_config"]["meta"]["check"] == V.BOX_POSITIVE and not r["success"]
+        for r in gx_ann["results"]
+    )
     assert report["great_expectations"]["images"]["success"] is True
     assert "expect_column_values_to_be_between" in text
 
@@ -199,8 +214,11 @@ def test_report_says_what_computes_each_check(coco):
     assert {n for n, b in by.items() if b == "python"} == python
     assert {n for n, b in by.items() if b == "great_expectations"} == set(by) - python
     # every great-expectations check is made of expectations tagged with its name
-    tagged = {r["expectation_config"]["meta"]["check"]
-              for table in report["great_expectations"].values() for r in table["results"]}
+    tagged = {
+        r["expectation_config"]["meta"]["check"]
+        for table in report["great_expectations"].values()
+        for r in table["results"]
+    }
     assert tagged == set(by) - python
 
 
@@ -222,9 +240,11 @@ def test_annotation_image_ids_are_checked_against_every_image_id(coco, scale):
     assert [c.name for c in outcome.failed] == [V.ANNOTATION_IMAGE_EXISTS]
     check = outcome.check(V.ANNOTATION_IMAGE_EXISTS)
     assert check.annotation_ids == [dangling["id"]] and check.image_ids == [3 * scale]
-    types = {r["expectation_config"]["type"] for r in outcome.to_dict()["great_expectations"]
-             ["annotations"]["results"]
-             if r["expectation_config"]["meta"]["check"] == V.ANNOTATION_IMAGE_EXISTS}
+    types = {
+        r["expectation_config"]["type"]
+        for r in outcome.to_dict()["great_expectations"]["annotations"]["results"]
+        if r["expectation_config"]["meta"]["check"] == V.ANNOTATION_IMAGE_EXISTS
+    }
     compact = {"expect_column_values_to_be_between", "expect_column_values_to_not_be_in_set"}
     assert types == (compact if scale == 1 else {"expect_column_values_to_be_in_set"})
 
@@ -247,7 +267,9 @@ def test_drop_policy_removes_exactly_the_offenders_and_reports_them(coco):
     img_dup_a, img_dup_b = coco.images[4], coco.images[5]
     old_b_id = img_dup_b["id"]
     img_dup_b["id"] = img_dup_a["id"]  # its annotations now point at no image: dangling
-    anns_of_dropped_images = [a["id"] for a in anns if a["image_id"] in (img_missing["id"], img_dup_a["id"])]
+    anns_of_dropped_images = [
+        a["id"] for a in anns if a["image_id"] in (img_missing["id"], img_dup_a["id"])
+    ]
     anns_of_old_b = [a["id"] for a in anns if a["image_id"] == old_b_id]
 
     kept_images = [img["id"] for img in coco.images[:2] + coco.images[3:4]]
@@ -264,14 +286,22 @@ def test_drop_policy_removes_exactly_the_offenders_and_reports_them(coco):
     clean, report = V.apply_policy(coco, outcome, "drop")
 
     # the missing image and both images sharing an id
-    assert [d["id"] for d in report["dropped_images"]] == [img_missing["id"], img_dup_a["id"], img_dup_a["id"]]
+    assert [d["id"] for d in report["dropped_images"]] == [
+        img_missing["id"],
+        img_dup_a["id"],
+        img_dup_a["id"],
+    ]
     dropped_img = {d["id"]: d for d in report["dropped_images"]}
     assert dropped_img[img_dup_a["id"]]["reasons"] == [V.UNIQUE_IMAGE_ID]
     assert V.FILE_EXISTS in dropped_img[img_missing["id"]]["reasons"]
     assert dropped_img[img_missing["id"]]["file_name"] == img_missing["file_name"]
 
     dropped_ann = [(d["id"], tuple(d["reasons"])) for d in report["dropped_annotations"]]
-    expected = {bad_box["id"]: V.BOX_POSITIVE, bad_cat["id"]: V.KNOWN_CATEGORY, dangling["id"]: V.ANNOTATION_IMAGE_EXISTS}
+    expected = {
+        bad_box["id"]: V.BOX_POSITIVE,
+        bad_cat["id"]: V.KNOWN_CATEGORY,
+        dangling["id"]: V.ANNOTATION_IMAGE_EXISTS,
+    }
     for ann_id, reason in expected.items():
         assert (ann_id, (reason,)) in dropped_ann
     dup_entries = [d for d in report["dropped_annotations"] if d["id"] == dup_first["id"]]

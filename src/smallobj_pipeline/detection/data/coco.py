@@ -19,9 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageOps
 
 from ..errors import DatasetError
-from ..io import write_json
+from ..io import place_file, write_json
+from .hashing import HashCache
+from .intensity import normalize
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +51,9 @@ def load_json(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path}: cannot be read ({exc})") from None
     if not isinstance(data, dict):
-        raise DatasetError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
+        raise DatasetError(
+            f"{path}: expected a JSON object at the top level, got {type(data).__name__}"
+        )
     return data
 
 
@@ -60,7 +65,10 @@ def check_structure(data: dict[str, Any], path: str | Path) -> None:
     """
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
-        raise DatasetError(f"{path}: missing top-level key(s) {missing}; a COCO detection file needs {list(REQUIRED_KEYS)}")
+        raise DatasetError(
+            f"{path}: missing top-level key(s) {missing}; a COCO detection file needs "
+            f"{list(REQUIRED_KEYS)}"
+        )
     for key in REQUIRED_KEYS:
         if not isinstance(data[key], list):
             raise DatasetError(f"{path}: '{key}' must be a list, got {type(data[key]).__name__}")
@@ -68,10 +76,14 @@ def check_structure(data: dict[str, Any], path: str | Path) -> None:
         _require_fields(img, IMAGE_FIELDS, f"{path}: images[{i}]")
         _require_ids(img, ("id",), f"{path}: images[{i}]")
         if not isinstance(img["file_name"], str) or not img["file_name"]:
-            raise DatasetError(f"{path}: image id {img['id']}: 'file_name' must be a non-empty string")
+            raise DatasetError(
+                f"{path}: image id {img['id']}: 'file_name' must be a non-empty string"
+            )
         for f in ("width", "height"):
             if not _is_number(img[f]):
-                raise DatasetError(f"{path}: image id {img['id']}: '{f}' must be a number, got {img[f]!r}")
+                raise DatasetError(
+                    f"{path}: image id {img['id']}: '{f}' must be a number, got {img[f]!r}"
+                )
     for i, ann in enumerate(data["annotations"]):
         _require_fields(ann, ANNOTATION_FIELDS, f"{path}: annotations[{i}]")
         _require_ids(ann, ("id", "image_id", "category_id"), f"{path}: annotations[{i}]")
@@ -109,7 +121,9 @@ def _require_ids(record: dict[str, Any], keys: tuple[str, ...], where: str) -> N
         v = record[key]
         if isinstance(v, bool) or not isinstance(v, int):
             ident = f" (id {record['id']!r})" if key != "id" and "id" in record else ""
-            raise DatasetError(f"{where}{ident}: {key!r} must be an integer (COCO ids are integers), got {v!r}")
+            raise DatasetError(
+                f"{where}{ident}: {key!r} must be an integer (COCO ids are integers), got {v!r}"
+            )
 
 
 def _is_number(v: Any) -> bool:
@@ -119,7 +133,9 @@ def _is_number(v: Any) -> bool:
 def safe_join(root: Path, file_name: str) -> Path:
     """Join ``file_name`` under ``root``, refusing absolute paths and ``..`` escapes."""
     if os.path.isabs(file_name) or Path(file_name).is_absolute():
-        raise DatasetError(f"file_name {file_name!r} is an absolute path; it must be relative to {root}")
+        raise DatasetError(
+            f"file_name {file_name!r} is an absolute path; it must be relative to {root}"
+        )
     candidate = (root / file_name).resolve()
     root_resolved = root.resolve()
     if candidate != root_resolved and root_resolved not in candidate.parents:
@@ -127,12 +143,33 @@ def safe_join(root: Path, file_name: str) -> Path:
     return candidate
 
 
-DEFAULT_MAX_IMAGE_PIXELS = 50_000_000  # validation.max_image_pixels: larger images are refused unread
+DEFAULT_MAX_IMAGE_PIXELS = (
+    50_000_000  # validation.max_image_pixels: larger images are refused unread
+)
 
 # PIL mode -> channels as read_image returns them (alpha dropped, palette/CMYK made RGB)
-_MODE_CHANNELS = {"1": 1, "L": 1, "LA": 1, "La": 1, "I": 1, "I;16": 1, "I;16B": 1, "I;16L": 1, "I;16N": 1,
-                  "F": 1, "P": 3, "PA": 3, "RGB": 3, "RGBA": 3, "RGBa": 3, "RGBX": 3, "CMYK": 3,
-                  "YCbCr": 3, "LAB": 3, "HSV": 3}
+_MODE_CHANNELS = {
+    "1": 1,
+    "L": 1,
+    "LA": 1,
+    "La": 1,
+    "I": 1,
+    "I;16": 1,
+    "I;16B": 1,
+    "I;16L": 1,
+    "I;16N": 1,
+    "F": 1,
+    "P": 3,
+    "PA": 3,
+    "RGB": 3,
+    "RGBA": 3,
+    "RGBa": 3,
+    "RGBX": 3,
+    "CMYK": 3,
+    "YCbCr": 3,
+    "LAB": 3,
+    "HSV": 3,
+}
 
 
 EXIF_ORIENTATION = 0x0112  # 1: as stored; 5-8: rotated by 90 degrees (width and height swap)
@@ -149,6 +186,7 @@ def read_header(path: str | Path) -> tuple[int, int, int]:
         raise DatasetError(f"{path}: image file not found")
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
+            # lazy: only TIFF files need tifffile (about 0.1 s to import)
             import tifffile
 
             with tifffile.TiffFile(path) as tif:
@@ -156,8 +194,6 @@ def read_header(path: str | Path) -> tuple[int, int, int]:
                 shape, axes = tuple(int(v) for v in series.shape), str(series.axes)
             h, w, c = _shape_hwc(tiff_hwc_shape(shape, axes, path), path)
             return w, h, c
-        from PIL import Image
-
         with warnings.catch_warnings():  # the size is checked against our own limit by the caller
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
@@ -167,7 +203,9 @@ def read_header(path: str | Path) -> tuple[int, int, int]:
     except DatasetError:
         raise
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad file for the user
-        raise DatasetError(f"{path}: cannot read the image header ({_decoder_error(exc)})") from None
+        raise DatasetError(
+            f"{path}: cannot read the image header ({_decoder_error(exc)})"
+        ) from None
     if mode not in _MODE_CHANNELS:
         raise DatasetError(f"{path}: unsupported image mode {mode!r}")
     if orientation in (5, 6, 7, 8):
@@ -188,9 +226,12 @@ def check_image_pixels(path: str | Path, width: int, height: int, max_pixels: in
     """Refuse an image larger than ``max_pixels`` (from its header, before any decoding)."""
     if max_pixels is not None and width * height > max_pixels:
         raise DatasetError(
-            f"{path}: image of {width} x {height} pixels ({width * height / 1e6:.1f} megapixels) exceeds "
-            f"validation.max_image_pixels ({max_pixels / 1e6:.1f} megapixels); it is refused without being "
-            "decoded. Tile it into smaller images (with their boxes), or raise validation.max_image_pixels "
+            f"{path}: image of {width} x {height} pixels ({width * height / 1e6:.1f} megapixels) "
+            "exceeds "
+            f"validation.max_image_pixels ({max_pixels / 1e6:.1f} megapixels); it is refused "
+            "without being "
+            "decoded. Tile it into smaller images (with their boxes), or raise "
+            "validation.max_image_pixels "
             "if the machine has the memory for it"
         )
 
@@ -221,21 +262,23 @@ def read_raw(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     return gray_or_rgb(arr, path)
 
 
-def read_image(path: str | Path, max_pixels: int | None = None, intensity: Any = None) -> np.ndarray:
+def read_image(
+    path: str | Path, max_pixels: int | None = None, intensity: Any = None
+) -> np.ndarray:
     """:func:`read_raw`, then intensities scaled by ``intensity`` (an
-    :class:`~smallobj_pipeline.detection.data.intensity.Intensity` or its dict; ``None``: 8-bit kept,
+    :class:`~smallobj_pipeline.detection.data.intensity.Intensity` or its dict; ``None``: 8-bit
+    kept,
     more bits scaled by the image's own percentiles): ``uint8``, or ``float32`` in [0, 1]."""
-    from .intensity import normalize
-
     return normalize(read_raw(path, max_pixels), intensity, path)
 
 
 def _decoder_error(exc: BaseException) -> str:
-    from PIL import Image
-
     if isinstance(exc, Image.DecompressionBombError):
-        return (f"too large to decode safely: {exc} Tile it into smaller images, or check that the file "
-                "is what it claims to be")
+        return (
+            f"too large to decode safely: {exc} Tile it into smaller images, or check that the "
+            "file "
+            "is what it claims to be"
+        )
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if "truncated" in text.lower():
         extra = text.replace("image file is truncated", "").strip(" ()")
@@ -246,7 +289,9 @@ def _decoder_error(exc: BaseException) -> str:
 TIFF_CHANNEL_AXES = "SC"  # tifffile's axes codes: S samples (RGB), C channels (ImageJ)
 
 
-def tiff_hwc_shape(shape: tuple[int, ...], axes: str, path: str | Path = "<tiff>") -> tuple[int, ...]:
+def tiff_hwc_shape(
+    shape: tuple[int, ...], axes: str, path: str | Path = "<tiff>"
+) -> tuple[int, ...]:
     """The (H, W[, C]) shape of a TIFF series from tifffile's ``axes`` (``YX``, ``YXS``,
     ``SYX``, ``CYX``...): length-1 axes are dropped; a stack (Z, T, Q... longer than 1) is
     refused rather than read as colour channels."""
@@ -288,16 +333,18 @@ def _png_colour_type(path: Path) -> tuple[int, int] | None:
 def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
     """Apply an EXIF orientation (2-8) to an (H, W[, C]) array, as PIL's ``exif_transpose``."""
     ops = {
-        2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
-        5: lambda a: np.swapaxes(a, 0, 1), 6: lambda a: np.rot90(a, -1),
-        7: lambda a: np.rot90(a, -1)[:, ::-1], 8: lambda a: np.rot90(a, 1),
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: np.swapaxes(a, 0, 1),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: np.rot90(a, -1)[:, ::-1],
+        8: lambda a: np.rot90(a, 1),
     }
     return np.ascontiguousarray(ops[orientation](arr)) if orientation in ops else arr
 
 
 def _decode(path: Path) -> np.ndarray:
-    from PIL import Image, ImageOps
-
     suffix = path.suffix.lower()
     if suffix in (".tif", ".tiff"):
         import tifffile
@@ -308,6 +355,7 @@ def _decode(path: Path) -> np.ndarray:
     png = _png_colour_type(path) if suffix == ".png" else None
     if png is not None and png[0] == 16 and png[1] in (2, 4, 6):
         # 16-bit colour or grey + alpha: PIL would keep only the high byte; OpenCV keeps 16 bits
+        # (lazy: only these files need OpenCV, a dependency of albumentations, not declared here)
         import cv2
 
         arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -342,7 +390,9 @@ def _shape_hwc(shape: tuple[int, ...], path: str | Path = "<array>") -> tuple[in
         return shape[0], shape[1], 1
     if len(shape) == 3 and shape[-1] in (3, 4):
         return shape[0], shape[1], 3
-    raise DatasetError(f"{path}: unsupported image shape {shape}; expected 1 or 3 channels (4 with alpha)")
+    raise DatasetError(
+        f"{path}: unsupported image shape {shape}; expected 1 or 3 channels (4 with alpha)"
+    )
 
 
 def gray_or_rgb(arr: np.ndarray, path: str | Path = "<array>") -> np.ndarray:
@@ -355,7 +405,9 @@ def gray_or_rgb(arr: np.ndarray, path: str | Path = "<array>") -> np.ndarray:
     if arr.dtype == np.bool_:
         return arr.astype(np.uint8) * 255
     if arr.dtype.kind not in "uif" or arr.dtype.itemsize > 8:
-        raise DatasetError(f"{path}: unsupported pixel type {arr.dtype}; use integer or float pixels")
+        raise DatasetError(
+            f"{path}: unsupported pixel type {arr.dtype}; use integer or float pixels"
+        )
     return np.ascontiguousarray(arr)
 
 
@@ -394,7 +446,9 @@ class CocoDataset:
     def from_dir(cls, root: str | Path) -> CocoDataset:
         root = Path(root)
         if not root.is_dir():
-            raise DatasetError(f"{root}: dataset directory not found (set dataset.root to a COCO directory)")
+            raise DatasetError(
+                f"{root}: dataset directory not found (set dataset.root to a COCO directory)"
+            )
         ann_path = root / ANNOTATIONS_FILE
         data = load_json(ann_path)
         check_structure(data, ann_path)
@@ -448,9 +502,6 @@ class CocoDataset:
         an earlier dataset that this one does not name are removed. Every file is placed by a
         rename of a uniquely named temporary file, so concurrent or interrupted runs never leave
         a half-written file."""
-        from ..io import place_file
-        from .hashing import HashCache
-
         out_dir = Path(out_dir)
         if out_dir.resolve() == self.root.resolve():
             raise DatasetError(
@@ -476,11 +527,16 @@ class CocoDataset:
         # the dataset inside the output folder is the user's: never touched; an output folder
         # inside the dataset is ours, except the dataset's own image files
         root, out = self.root.resolve(), out_dir.resolve()
-        removed = _prune(out_dir, wanted, protect=None if root in out.parents else root,
-                         protect_files=sources)
+        removed = _prune(
+            out_dir, wanted, protect=None if root in out.parents else root, protect_files=sources
+        )
         if relinked or removed:
-            logger.info("%s: %d image(s) placed, %d file(s) of an earlier dataset removed",
-                        out_dir, relinked, removed)
+            logger.info(
+                "%s: %d image(s) placed, %d file(s) of an earlier dataset removed",
+                out_dir,
+                relinked,
+                removed,
+            )
         return self.write_annotations(out_dir)
 
     def write_annotations(self, out_dir: str | Path) -> Path:
@@ -549,8 +605,6 @@ class CocoDataset:
 
     def read_image(self, image: dict[str, Any] | int, intensity: Any = None) -> np.ndarray:
         """The image as model input under ``intensity`` (see :func:`read_image`)."""
-        from .intensity import normalize
-
         if not isinstance(image, dict):
             image = self.images_by_id[image]
         raw = self.read_raw(image)
@@ -581,8 +635,6 @@ class CocoDataset:
     def fingerprint(self) -> str:
         """Hash of annotations, split membership and every image file's content (MD5, cached by
         file identity in :mod:`.hashing`, so an unchanged dataset is not re-read)."""
-        from .hashing import HashCache
-
         h = hashlib.sha256()
         h.update(json.dumps(self.to_coco_dict(), sort_keys=True, default=str).encode())
         h.update(json.dumps(self.splits, sort_keys=True).encode())
@@ -620,11 +672,15 @@ def _prune(out_dir: Path, keep: set[Path], protect: Path | None, protect_files: 
     removed = 0
     for path in sorted(out_dir.rglob("*"), reverse=True):
         try:
-            resolved = path.resolve() if not path.is_symlink() else path.parent.resolve() / path.name
+            resolved = (
+                path.resolve() if not path.is_symlink() else path.parent.resolve() / path.name
+            )
             target = path.resolve()  # where a symlink leads
         except OSError:
             continue
-        if protect is not None and any(p == protect or protect in p.parents for p in (resolved, target)):
+        if protect is not None and any(
+            p == protect or protect in p.parents for p in (resolved, target)
+        ):
             continue
         if target in protect_files or resolved in protect_files:
             continue

@@ -9,7 +9,9 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DatasetError
+from .augment import apply_transform
 from .coco import CocoDataset
+from .intensity import Intensity
 
 
 def to_channels(image: np.ndarray, in_channels: int) -> np.ndarray:
@@ -57,8 +59,6 @@ class DetectionDataset(Dataset):
         transform: Any = None,
         intensity: Any = None,
     ):
-        from .intensity import Intensity
-
         self.coco = coco
         self.image_ids = list(image_ids)
         self.in_channels = in_channels
@@ -69,10 +69,14 @@ class DetectionDataset(Dataset):
         return len(self.image_ids)
 
     def boxes_and_labels(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
-        anns = [a for a in self.coco.annotations_by_image.get(image_id, []) if not a.get("iscrowd", 0)]
+        anns = [
+            a for a in self.coco.annotations_by_image.get(image_id, []) if not a.get("iscrowd", 0)
+        ]
         boxes = np.array([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]
-        labels = np.array([self.coco.label_of_category[a["category_id"]] for a in anns], dtype=np.int64)
+        labels = np.array(
+            [self.coco.label_of_category[a["category_id"]] for a in anns], dtype=np.int64
+        )
         return boxes, labels
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -80,8 +84,6 @@ class DetectionDataset(Dataset):
         image = to_channels(self.coco.read_image(image_id, self.intensity), self.in_channels)
         boxes, labels = self.boxes_and_labels(image_id)
         if self.transform is not None:
-            from .augment import apply_transform
-
             image, boxes, labels = apply_transform(self.transform, image, boxes, labels)
         target = {
             "boxes": torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),

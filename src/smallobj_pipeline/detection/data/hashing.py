@@ -63,7 +63,9 @@ class HashCache:
         ident = self.identity(path.stat())
         if self._db is not None:
             try:
-                row = self._db.execute("SELECT ident, md5 FROM md5 WHERE path = ?", (str(path),)).fetchone()
+                row = self._db.execute(
+                    "SELECT ident, md5 FROM md5 WHERE path = ?", (str(path),)
+                ).fetchone()
                 if row and row[0] == ident:
                     return row[1]
             except sqlite3.Error:
@@ -71,7 +73,9 @@ class HashCache:
         digest = _md5(path)
         if self._db is not None and self.identity(path.stat()) == ident:  # unchanged while read
             try:
-                self._db.execute("INSERT OR REPLACE INTO md5 VALUES (?, ?, ?)", (str(path), ident, digest))
+                self._db.execute(
+                    "INSERT OR REPLACE INTO md5 VALUES (?, ?, ?)", (str(path), ident, digest)
+                )
                 self._db.commit()
             except sqlite3.Error:
                 pass

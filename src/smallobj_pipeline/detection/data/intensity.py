@@ -70,10 +70,13 @@ class Intensity:
             try:
                 self.low, self.high = float(self.low), float(self.high)
             except (TypeError, ValueError):
-                raise ConfigError(f"intensity.low / high must be numbers, got {self.low!r}, {self.high!r}") from None
+                raise ConfigError(
+                    f"intensity.low / high must be numbers, got {self.low!r}, {self.high!r}"
+                ) from None
             if not (np.isfinite(self.low) and np.isfinite(self.high) and self.low <= self.high):
                 raise ConfigError(
-                    f"intensity.low / high must be finite with low <= high, got {self.low}, {self.high}"
+                    "intensity.low / high must be finite with low <= high, got "
+                    f"{self.low}, {self.high}"
                 )
 
     @classmethod
@@ -124,7 +127,9 @@ def image_percentiles(raw: np.ndarray, percentiles: Sequence[float]) -> tuple[fl
     return float(lo), float(hi)
 
 
-def normalize(raw: np.ndarray, spec: Intensity | dict[str, Any] | None = None, path: Any = "<array>"):
+def normalize(
+    raw: np.ndarray, spec: Intensity | dict[str, Any] | None = None, path: Any = "<array>"
+):
     """Raw pixels (as :func:`smallobj_pipeline.detection.data.coco.read_raw` returns them) -> model
     input: ``uint8`` for 8-bit files (unchanged), ``float32`` in ``[0, 1]`` otherwise (``uint8``
     under ``fixed`` for 16-bit integers)."""
@@ -178,6 +183,8 @@ def bit_depth(dtype: np.dtype, max_value: float) -> str:
 
 @dataclass
 class _Sample:
+    """What :func:`dataset_intensity` found so far: sampled pixel values, dtypes, counts."""
+
     values: list[np.ndarray] = field(default_factory=list)
     dtypes: dict[str, int] = field(default_factory=dict)
     high_bit: int = 0
@@ -187,6 +194,43 @@ class _Sample:
     grey_as_rgb: int = 0
     found_min: float = float("inf")
     found_max: float = float("-inf")
+
+    def add(self, raw: np.ndarray, rng: np.random.Generator, pixels_per_image: int) -> None:
+        """Count ``raw``'s dtype and channels; sample its finite pixels if over 8 bits."""
+        self.dtypes[str(raw.dtype)] = self.dtypes.get(str(raw.dtype), 0) + 1
+        if raw.ndim == 3:
+            if np.array_equal(raw[..., 0], raw[..., 1]) and np.array_equal(
+                raw[..., 0], raw[..., 2]
+            ):
+                self.grey_as_rgb += 1
+            else:
+                self.colour += 1
+        else:
+            self.grey += 1
+        if is_eight_bit(raw):
+            self.eight_bit += 1
+            return
+        self.high_bit += 1
+        flat = raw.reshape(-1).astype(np.float64)
+        flat = flat[np.isfinite(flat)]
+        if flat.size:
+            self.found_min = min(self.found_min, float(flat.min()))
+            self.found_max = max(self.found_max, float(flat.max()))
+            take = min(flat.size, int(pixels_per_image))
+            self.values.append(
+                flat[rng.choice(flat.size, size=take, replace=False)] if take < flat.size else flat
+            )
+
+    def depth(self) -> str:
+        """The bit depth(s) found, e.g. ``8-bit``, ``12-bit (uint16)``, ``mixed: 8-bit and ...``."""
+        high_dtypes = [d for d in self.dtypes if d not in ("uint8", "bool")]
+        if not high_dtypes:
+            return "8-bit"
+        depth = ", ".join(
+            bit_depth(np.dtype(d), self.found_max if np.dtype(d).kind != "f" else 0)
+            for d in high_dtypes
+        )
+        return f"mixed: 8-bit and {depth}" if self.eight_bit else depth
 
 
 def dataset_intensity(
@@ -203,29 +247,14 @@ def dataset_intensity(
     rng = np.random.default_rng(seed)
     s = _Sample()
     for _, raw in images:
-        s.dtypes[str(raw.dtype)] = s.dtypes.get(str(raw.dtype), 0) + 1
-        if raw.ndim == 3:
-            if np.array_equal(raw[..., 0], raw[..., 1]) and np.array_equal(raw[..., 0], raw[..., 2]):
-                s.grey_as_rgb += 1
-            else:
-                s.colour += 1
-        else:
-            s.grey += 1
-        if is_eight_bit(raw):
-            s.eight_bit += 1
-            continue
-        s.high_bit += 1
-        flat = raw.reshape(-1).astype(np.float64)
-        flat = flat[np.isfinite(flat)]
-        if flat.size:
-            s.found_min = min(s.found_min, float(flat.min()))
-            s.found_max = max(s.found_max, float(flat.max()))
-            take = min(flat.size, int(pixels_per_image))
-            s.values.append(flat[rng.choice(flat.size, size=take, replace=False)] if take < flat.size else flat)
+        s.add(raw, rng, pixels_per_image)
     found = None
     if s.high_bit and not s.values:
-        logger.warning("no finite pixel in the %d sampled images of more than 8 bits: they are scaled "
-                       "per image", s.high_bit)
+        logger.warning(
+            "no finite pixel in the %d sampled images of more than 8 bits: they are scaled "
+            "per image",
+            s.high_bit,
+        )
     if s.values:
         values = np.concatenate(s.values)
         lo, hi = np.percentile(values, list(spec.percentiles))
@@ -234,31 +263,31 @@ def dataset_intensity(
             if hi <= lo:  # nearly constant data: use the full range found rather than nothing
                 lo, hi = s.found_min, s.found_max
             spec.low, spec.high = float(lo), float(hi)
-    high_dtypes = [d for d in s.dtypes if d not in ("uint8", "bool")]
-    depth = "8-bit" if not high_dtypes else ", ".join(
-        bit_depth(np.dtype(d), s.found_max if np.dtype(d).kind != "f" else 0) for d in high_dtypes
-    )
-    if s.eight_bit and high_dtypes:
-        depth = f"mixed: 8-bit and {depth}"
-    if not s.high_bit:
-        used = "8-bit: value / 255"
-    elif mode == "fixed":
-        used = "fixed: 16-bit value / 257 to 8 bits; float clipped to [0, 1]"
-    elif mode == "per_image" or spec.low is None:
-        used = f"per image: percentiles {list(spec.percentiles)} of each image, clipped to [0, 1]"
-    else:
-        used = f"dataset range [{spec.low:g}, {spec.high:g}] (percentiles {list(spec.percentiles)}) -> [0, 1]"
     return {
         "spec": spec.to_dict(),
-        "bit_depth": depth,
+        "bit_depth": s.depth(),
         "dtypes": s.dtypes,
         "images_sampled": s.high_bit + s.eight_bit,
         "high_bit_images": s.high_bit,
         "range_found": found,
         "range_used": [spec.low, spec.high] if spec.low is not None else None,
-        "scaling": used,
+        "scaling": _scaling(s, spec, mode),
         "channels": {"grey": s.grey, "colour": s.colour, "grey_as_rgb": s.grey_as_rgb},
     }
+
+
+def _scaling(s: _Sample, spec: Intensity, mode: str) -> str:
+    """How the pixels will be scaled, in words (``scaling`` in the report)."""
+    if not s.high_bit:
+        return "8-bit: value / 255"
+    if mode == "fixed":
+        return "fixed: 16-bit value / 257 to 8 bits; float clipped to [0, 1]"
+    if mode == "per_image" or spec.low is None:
+        return f"per image: percentiles {list(spec.percentiles)} of each image, clipped to [0, 1]"
+    return (
+        f"dataset range [{spec.low:g}, {spec.high:g}] (percentiles {list(spec.percentiles)}) "
+        "-> [0, 1]"
+    )
 
 
 SETTINGS = {  # the `intensity` parameters (conf/base/parameters_data.yml) and their checks
@@ -281,8 +310,10 @@ def check_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
     for key, ok in SETTINGS.items():
         if key in settings and not ok(settings[key]):
             raise ConfigError(f"intensity.{key}: invalid value {settings[key]!r}")
-    Intensity(mode=settings.get("mode", "auto"),
-              percentiles=tuple(settings.get("percentiles", DEFAULT_PERCENTILES)))
+    Intensity(
+        mode=settings.get("mode", "auto"),
+        percentiles=tuple(settings.get("percentiles", DEFAULT_PERCENTILES)),
+    )
     return settings
 
 
@@ -290,12 +321,18 @@ def choose_in_channels(channels: dict[str, int] | None) -> tuple[int, str]:
     """``model.in_channels: auto``: 3 when the training images are colour, 1 when grey (RGB files
     whose three channels are equal count as grey), with the reason."""
     c = channels or {}
-    colour, grey, grey_rgb = int(c.get("colour", 0)), int(c.get("grey", 0)), int(c.get("grey_as_rgb", 0))
+    colour, grey, grey_rgb = (
+        int(c.get("colour", 0)),
+        int(c.get("grey", 0)),
+        int(c.get("grey_as_rgb", 0)),
+    )
     total = colour + grey + grey_rgb
     if not total:
         return 1, "no image statistics available: 1 channel (gray)"
     if colour:
-        return 3, (f"{colour} of {total} sampled training images are colour: 3 channels"
-                   + (" (grey images are repeated to 3 channels)" if colour < total else ""))
+        return 3, (
+            f"{colour} of {total} sampled training images are colour: 3 channels"
+            + (" (grey images are repeated to 3 channels)" if colour < total else "")
+        )
     extra = f" ({grey_rgb} are RGB files with R = G = B)" if grey_rgb else ""
     return 1, f"all {total} sampled training images are grey{extra}: 1 channel"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from ..errors import ConfigError, DatasetError
 from ..io import write_bytes
@@ -29,6 +30,7 @@ SPLIT_RATIOS = (0.7, 0.15, 0.15)
 # ------------------------------------------------------------------------------ glyph masks
 def _grid(w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
     """Pixel-centre coordinates scaled to [-1, 1] along each axis (end pixels at exactly +-1)."""
+
     def axis(n: int) -> np.ndarray:
         half = (n - 1) / 2.0
         return (np.arange(n) - half) / half if n > 1 else np.zeros(1)  # exactly symmetric
@@ -150,8 +152,15 @@ class _Occupancy:
         self.grid[y : y + h, x : x + w] = True
 
 
-def _place(rng: np.random.Generator, occ: _Occupancy, img_w: int, img_h: int, w: int, h: int,
-           attempts: int = 60) -> tuple[int, int] | None:
+def _place(
+    rng: np.random.Generator,
+    occ: _Occupancy,
+    img_w: int,
+    img_h: int,
+    w: int,
+    h: int,
+    attempts: int = 60,
+) -> tuple[int, int] | None:
     if w > img_w or h > img_h:
         return None
     for _ in range(attempts):
@@ -230,34 +239,49 @@ def _render_image(
 
 
 def _png_bytes(arr: np.ndarray) -> bytes:
-    from PIL import Image
-
     buf = _stdio.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG", optimize=False, compress_level=6)
     return buf.getvalue()
 
 
 # ------------------------------------------------------------------------------ public API
-def _check_args(num_images: int, image_size: int, min_objects: int, max_objects: int, min_side: int,
-                max_side: int, num_distractors: Sequence[int], classes: Sequence[str], channels: int) -> None:
+def _check_args(
+    num_images: int,
+    image_size: int,
+    min_objects: int,
+    max_objects: int,
+    min_side: int,
+    max_side: int,
+    num_distractors: Sequence[int],
+    classes: Sequence[str],
+    channels: int,
+) -> None:
     if isinstance(classes, str):
         raise ConfigError(f"classes must be a list of shape names, got the string {classes!r}")
     problems = []
     if int(num_images) < 1:
         problems.append(f"num_images={num_images} must be >= 1")
     if not 1 <= int(min_side) <= int(max_side):
-        problems.append(f"min_side={min_side}, max_side={max_side} must satisfy 1 <= min_side <= max_side")
+        problems.append(
+            f"min_side={min_side}, max_side={max_side} must satisfy 1 <= min_side <= max_side"
+        )
     if int(image_size) < int(max_side):
         problems.append(f"image_size={image_size} must be >= max_side={max_side}")
     if not 0 <= int(min_objects) <= int(max_objects):
-        problems.append(f"min_objects={min_objects}, max_objects={max_objects} must satisfy 0 <= min <= max")
+        problems.append(
+            f"min_objects={min_objects}, max_objects={max_objects} must satisfy 0 <= min <= max"
+        )
     if len(num_distractors) != 2 or not 0 <= int(num_distractors[0]) <= int(num_distractors[1]):
-        problems.append(f"num_distractors={list(num_distractors)} must be [low, high] with 0 <= low <= high")
+        problems.append(
+            f"num_distractors={list(num_distractors)} must be [low, high] with 0 <= low <= high"
+        )
     if channels not in (1, 3):
         problems.append(f"channels={channels} must be 1 or 3")
     unknown = [c for c in classes if c not in SHAPES]
     if not classes or unknown:
-        problems.append(f"classes {list(classes)}: unknown shape(s) {unknown}; choose from {sorted(SHAPES)}")
+        problems.append(
+            f"classes {list(classes)}: unknown shape(s) {unknown}; choose from {sorted(SHAPES)}"
+        )
     if len(set(classes)) != len(classes):
         problems.append(f"classes {list(classes)} contain duplicates")
     if problems:
@@ -278,26 +302,94 @@ def generate_sample_dataset(
     channels: int = 1,
     write_splits: bool = False,
 ) -> Path:
-    """Write ``out_dir/images/NNNN.png`` and ``out_dir/annotations.json`` (written last, atomically).
+    """Write ``out_dir/images/NNNN.png`` and ``out_dir/annotations.json`` (written last,
+    atomically).
 
     ``min_objects`` is a target: an image too small to hold that many non-overlapping objects
     gets as many as fit. With ``write_splits`` also writes ``train/val/test.json`` (70/15/15,
     seeded). Returns ``out_dir``.
     """
-    classes = list(classes)
-    _check_args(num_images, image_size, min_objects, max_objects, min_side, max_side,
-                num_distractors, classes, channels)
+    _check_args(
+        num_images,
+        image_size,
+        min_objects,
+        max_objects,
+        min_side,
+        max_side,
+        num_distractors,
+        list(classes),
+        channels,
+    )
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    params = {
+        "num_images": int(num_images),
+        "image_size": int(image_size),
+        "seed": int(seed),
+        "min_objects": int(min_objects),
+        "max_objects": int(max_objects),
+        "min_side": int(min_side),
+        "max_side": int(max_side),
+        "num_distractors": [int(v) for v in num_distractors],
+        "classes": list(classes),
+        "channels": int(channels),
+    }
+    images, annotations = _write_images(out_dir, params)
+    _write_annotations(out_dir, images, annotations, params, write_splits)
+    return out_dir
+
+
+def _write_annotations(
+    out_dir: Path,
+    images: list[dict[str, Any]],
+    annotations: list[dict[str, Any]],
+    params: dict[str, Any],
+    write_splits: bool,
+) -> None:
+    """The split files (seeded, or removes stale ones), then ``annotations.json``."""
+    categories = [
+        {"id": i + 1, "name": name, "supercategory": "glyph"}
+        for i, name in enumerate(params["classes"])
+    ]
+    info = {
+        "description": "smallobj_pipeline synthetic small-object sample",
+        "generator_version": GENERATOR_VERSION,
+        "params": params,
+    }
+    ids = [img["id"] for img in images]
+    splits = _seeded_splits(ids, params["seed"]) if write_splits else {}
+    coco = CocoDataset(
+        root=out_dir,
+        images=images,
+        annotations=annotations,
+        categories=categories,
+        splits=splits,
+        info=info,
+    )
+    coco.write_annotations(out_dir)
+
+
+def _write_images(
+    out_dir: Path, params: dict[str, Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Render and write every image of the sample described by ``params`` (the checked
+    arguments of :func:`generate_sample_dataset`); returns its COCO images and annotations."""
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
-    for index in range(int(num_images)):
-        rng = np.random.default_rng([int(seed), index])
+    size = params["image_size"]
+    for index in range(params["num_images"]):
+        rng = np.random.default_rng([params["seed"], index])
         gray, objects = _render_image(
-            rng, int(image_size), classes, int(min_objects), int(max_objects), int(min_side),
-            int(max_side), (int(num_distractors[0]), int(num_distractors[1])),
+            rng,
+            size,
+            params["classes"],
+            params["min_objects"],
+            params["max_objects"],
+            params["min_side"],
+            params["max_side"],
+            (params["num_distractors"][0], params["num_distractors"][1]),
         )
-        if channels == 3:
+        if params["channels"] == 3:
             gains = rng.uniform(0.85, 1.0, size=3)
             arr = np.clip(np.round(gray[..., None].astype(float) * gains), 0, 255).astype(np.uint8)
         else:
@@ -305,40 +397,29 @@ def generate_sample_dataset(
         image_id = index + 1
         file_name = f"images/{index:04d}.png"
         write_bytes(out_dir / file_name, _png_bytes(arr))
-        images.append({"id": image_id, "file_name": file_name, "width": int(image_size), "height": int(image_size)})
+        images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
         for cls, bbox in objects:
-            annotations.append({
-                "id": len(annotations) + 1,
-                "image_id": image_id,
-                "category_id": cls + 1,
-                "bbox": [int(v) for v in bbox],
-                "area": int(bbox[2] * bbox[3]),
-                "iscrowd": 0,
-            })
-    categories = [{"id": i + 1, "name": name, "supercategory": "glyph"} for i, name in enumerate(classes)]
-    info = {
-        "description": "smallobj_pipeline synthetic small-object sample",
-        "generator_version": GENERATOR_VERSION,
-        "params": {
-            "num_images": int(num_images), "image_size": int(image_size), "seed": int(seed),
-            "min_objects": int(min_objects), "max_objects": int(max_objects), "min_side": int(min_side),
-            "max_side": int(max_side), "num_distractors": [int(v) for v in num_distractors],
-            "classes": classes, "channels": int(channels),
-        },
-    }
-    splits: dict[str, list[int]] = {}
-    if write_splits:
-        ids = [img["id"] for img in images]
-        order = np.random.default_rng([int(seed), 7919]).permutation(len(ids))
-        n_train = int(round(len(ids) * SPLIT_RATIOS[0]))
-        n_val = int(round(len(ids) * SPLIT_RATIOS[1]))
-        shuffled = [ids[i] for i in order]
-        parts = [shuffled[:n_train], shuffled[n_train : n_train + n_val], shuffled[n_train + n_val :]]
-        splits = {name: sorted(part) for name, part in zip(SPLIT_NAMES, parts, strict=True)}
-    coco = CocoDataset(root=out_dir, images=images, annotations=annotations, categories=categories,
-                       splits=splits, info=info)
-    coco.write_annotations(out_dir)  # the split files (or removes stale ones), then annotations.json
-    return out_dir
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": cls + 1,
+                    "bbox": [int(v) for v in bbox],
+                    "area": int(bbox[2] * bbox[3]),
+                    "iscrowd": 0,
+                }
+            )
+    return images, annotations
+
+
+def _seeded_splits(ids: list[int], seed: int) -> dict[str, list[int]]:
+    """``ids`` shuffled with ``seed`` and cut 70/15/15 into train/val/test (each sorted)."""
+    order = np.random.default_rng([seed, 7919]).permutation(len(ids))
+    n_train = int(round(len(ids) * SPLIT_RATIOS[0]))
+    n_val = int(round(len(ids) * SPLIT_RATIOS[1]))
+    shuffled = [ids[i] for i in order]
+    parts = [shuffled[:n_train], shuffled[n_train : n_train + n_val], shuffled[n_train + n_val :]]
+    return {name: sorted(part) for name, part in zip(SPLIT_NAMES, parts, strict=True)}
 
 
 def dataset_exists(out_dir: str | Path) -> bool:

@@ -31,7 +31,9 @@ def check_ratios(ratios: Mapping[str, Any]) -> dict[str, float]:
         raise ConfigError(f"split.ratios must be a mapping like {DEFAULT_RATIOS}, got {ratios!r}")
     unknown = [k for k in ratios if k not in SPLIT_NAMES]
     if unknown:
-        raise ConfigError(f"split.ratios: unknown split name(s) {unknown}; allowed: {list(SPLIT_NAMES)}")
+        raise ConfigError(
+            f"split.ratios: unknown split name(s) {unknown}; allowed: {list(SPLIT_NAMES)}"
+        )
     out: dict[str, float] = {}
     for name in SPLIT_NAMES:
         value = ratios.get(name, 0.0)
@@ -40,7 +42,10 @@ def check_ratios(ratios: Mapping[str, Any]) -> dict[str, float]:
         except (TypeError, ValueError):
             raise ConfigError(f"split.ratios.{name} must be a number, got {value!r}") from None
         if not math.isfinite(f) or f < 0:
-            raise ConfigError(f"split.ratios.{name} must be a non-negative number, got {value!r} (ratios {dict(ratios)})")
+            raise ConfigError(
+                f"split.ratios.{name} must be a non-negative number, got {value!r} (ratios "
+                f"{dict(ratios)})"
+            )
         out[name] = f
     total = sum(out.values())
     if abs(total - 1.0) > 1e-6:
@@ -86,8 +91,14 @@ def _seeded_cut(ids: list[Any], ratios: dict[str, float], seed: int) -> dict[str
 
 
 def _with_splits(coco: CocoDataset, splits: dict[str, list[Any]]) -> CocoDataset:
-    return CocoDataset(root=coco.root, images=coco.images, annotations=coco.annotations,
-                       categories=coco.categories, splits=splits, info=coco.info)
+    return CocoDataset(
+        root=coco.root,
+        images=coco.images,
+        annotations=coco.annotations,
+        categories=coco.categories,
+        splits=splits,
+        info=coco.info,
+    )
 
 
 def assign_splits(
@@ -109,8 +120,11 @@ def assign_splits(
         if "train" in coco.splits and coco.splits["train"]:
             return _warn_missing_classes(_from_existing(coco, ratios, seed))
         logger.warning(
-            "%s: split files %s have no (non-empty) train split; ignoring them and splitting from seed %d",
-            coco.root, sorted(coco.splits), seed,
+            "%s: split files %s have no (non-empty) train split; ignoring them and splitting from "
+            "seed %d",
+            coco.root,
+            sorted(coco.splits),
+            seed,
         )
 
     splits = _seeded_cut(image_ids, ratios, seed)
@@ -125,7 +139,11 @@ def classes_missing_from_splits(coco: CocoDataset) -> dict[str, list[str]]:
         ids = set(coco.splits.get(split) or [])
         if not ids:
             continue
-        present = {a["category_id"] for a in coco.annotations if a["image_id"] in ids and not a.get("iscrowd", 0)}
+        present = {
+            a["category_id"]
+            for a in coco.annotations
+            if a["image_id"] in ids and not a.get("iscrowd", 0)
+        }
         missing = [f"{names[cid]!r} (id {cid})" for cid in coco.category_ids if cid not in present]
         if missing:
             out[split] = missing
@@ -136,17 +154,24 @@ def _warn_missing_classes(coco: CocoDataset) -> CocoDataset:
     for split, missing in classes_missing_from_splits(coco).items():
         consequence = (
             "the model never sees these classes during training"
-            if split == "train" else f"their metrics on the '{split}' split are undefined (no ground truth)"
+            if split == "train"
+            else f"their metrics on the '{split}' split are undefined (no ground truth)"
         )
         logger.warning(
             "%s: the '%s' split (%d images) has no object of class %s: %s",
-            coco.root, split, len(coco.splits[split]), ", ".join(missing), consequence,
+            coco.root,
+            split,
+            len(coco.splits[split]),
+            ", ".join(missing),
+            consequence,
         )
     return coco
 
 
 def _from_existing(coco: CocoDataset, ratios: dict[str, float], seed: int) -> CocoDataset:
-    splits = {name: list(dict.fromkeys(coco.splits[name])) for name in SPLIT_NAMES if name in coco.splits}
+    splits = {
+        name: list(dict.fromkeys(coco.splits[name])) for name in SPLIT_NAMES if name in coco.splits
+    }
     seen: dict[Any, str] = {}
     for name, ids in splits.items():
         for i in ids:
@@ -165,8 +190,12 @@ def _from_existing(coco: CocoDataset, ratios: dict[str, float], seed: int) -> Co
         carved = _seeded_cut(splits["train"], sub_ratios, seed)
         logger.warning(
             "%s: no %s split file; carved %s from the %d train images (seed %d, ratios %s)",
-            coco.root, " / ".join(missing), {n: len(carved[n]) for n in missing}, len(splits["train"]),
-            seed, {k: round(v, 4) for k, v in sub_ratios.items()},
+            coco.root,
+            " / ".join(missing),
+            {n: len(carved[n]) for n in missing},
+            len(splits["train"]),
+            seed,
+            {k: round(v, 4) for k, v in sub_ratios.items()},
         )
         splits["train"] = carved["train"]
         for n in missing:

@@ -21,6 +21,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .coco import SPLIT_NAMES, CocoDataset
+from .intensity import DEFAULT_PERCENTILES, check_settings, dataset_intensity
 
 SMALL_AREA = 32.0**2
 MEDIUM_AREA = 96.0**2
@@ -56,6 +57,7 @@ def _category_labels(coco: CocoDataset) -> dict[Any, str]:
 
 
 def _block(coco: CocoDataset, image_ids: list[Any], names: dict[Any, str]) -> dict[str, Any]:
+    """The statistics of the images ``image_ids`` (one split, or all) and their objects."""
     keep = set(image_ids)
     in_split = [a for a in coco.annotations if a["image_id"] in keep]
     anns = [a for a in in_split if not a.get("iscrowd", 0)]
@@ -72,29 +74,13 @@ def _block(coco: CocoDataset, image_ids: list[Any], names: dict[Any, str]) -> di
         key = names.get(a["category_id"], str(a["category_id"]))
         per_class[key] = per_class.get(key, 0) + 1
     n = len(anns)
-    if n:
-        small = int((area < SMALL_AREA).sum())
-        medium = int(((area >= SMALL_AREA) & (area < MEDIUM_AREA)).sum())
-        large = n - small - medium
-        shares = {"small": _r(small / n), "medium": _r(medium / n), "large": _r(large / n)}
-        counts = {"small": small, "medium": medium, "large": large}
-    else:
-        shares = {"small": None, "medium": None, "large": None}
-        counts = {"small": 0, "medium": 0, "large": 0}
-    if n_per_image.size:
-        opi = {
-            "min": int(n_per_image.min()), "median": _r(np.median(n_per_image)),
-            "mean": _r(n_per_image.mean()), "max": int(n_per_image.max()),
-            "p95": _r(np.percentile(n_per_image, 95)),
-        }
-    else:
-        opi = {"min": None, "median": None, "mean": None, "max": None, "p95": None}
+    shares, counts = _area_shares(area)
     return {
         "num_images": len(keep),
         "num_objects": n,
         "crowd_regions": len(in_split) - n,
         "objects_per_class": per_class,
-        "objects_per_image": opi,
+        "objects_per_image": _objects_per_image(n_per_image),
         "box_width": percentiles(w),
         "box_height": percentiles(h),
         "box_side": percentiles(side),
@@ -104,6 +90,31 @@ def _block(coco: CocoDataset, image_ids: list[Any], names: dict[Any, str]) -> di
             "box_side": _hist(side),
             "objects_per_image": _int_hist(n_per_image),
         },
+    }
+
+
+def _area_shares(area: np.ndarray) -> tuple[dict[str, float | None], dict[str, int]]:
+    """COCO small / medium / large: the share and the count of boxes of each ``area``."""
+    n = len(area)
+    if not n:
+        return {"small": None, "medium": None, "large": None}, {"small": 0, "medium": 0, "large": 0}
+    small = int((area < SMALL_AREA).sum())
+    medium = int(((area >= SMALL_AREA) & (area < MEDIUM_AREA)).sum())
+    large = n - small - medium
+    shares = {"small": _r(small / n), "medium": _r(medium / n), "large": _r(large / n)}
+    return shares, {"small": small, "medium": medium, "large": large}
+
+
+def _objects_per_image(n_per_image: np.ndarray) -> dict[str, float | None]:
+    """Min, median, mean, max and 95th percentile of the object count per image."""
+    if not n_per_image.size:
+        return {"min": None, "median": None, "mean": None, "max": None, "p95": None}
+    return {
+        "min": int(n_per_image.min()),
+        "median": _r(np.median(n_per_image)),
+        "mean": _r(n_per_image.mean()),
+        "max": int(n_per_image.max()),
+        "p95": _r(np.percentile(n_per_image, 95)),
     }
 
 
@@ -124,7 +135,11 @@ def _int_hist(values: np.ndarray) -> dict[str, list[float]]:
 
 def sample_train_ids(coco: CocoDataset, max_images: int, seed: int) -> list[Any]:
     """A seeded sample of at most ``max_images`` training images (every image without splits)."""
-    ids = list(coco.splits["train"]) if coco.splits.get("train") else [img["id"] for img in coco.images]
+    ids = (
+        list(coco.splits["train"])
+        if coco.splits.get("train")
+        else [img["id"] for img in coco.images]
+    )
     if len(ids) <= max_images:
         return ids
     rng = np.random.default_rng(seed)
@@ -136,10 +151,10 @@ def intensity_stats(coco: CocoDataset, settings: dict[str, Any] | None) -> dict[
 
     ``settings``: ``mode`` (auto | per_image | fixed), ``percentiles``, ``sample_images``,
     ``pixels_per_image``, ``seed``."""
-    from .intensity import DEFAULT_PERCENTILES, check_settings, dataset_intensity
-
     settings = check_settings(settings)
-    ids = sample_train_ids(coco, int(settings.get("sample_images", 200)), int(settings.get("seed", 0)))
+    ids = sample_train_ids(
+        coco, int(settings.get("sample_images", 200)), int(settings.get("seed", 0))
+    )
     info = dataset_intensity(
         ((i, coco.read_raw(i)) for i in ids),
         mode=str(settings.get("mode", "auto")),
@@ -157,11 +172,16 @@ def compute_stats(coco: CocoDataset, intensity: dict[str, Any] | None = None) ->
     names = _category_labels(coco)
     all_ids = [img["id"] for img in coco.images]
     overall = _block(coco, all_ids, names)
-    splits = {name: _block(coco, list(coco.splits[name]), names) for name in SPLIT_NAMES if name in coco.splits}
+    splits = {
+        name: _block(coco, list(coco.splits[name]), names)
+        for name in SPLIT_NAMES
+        if name in coco.splits
+    }
     train_ids = set(coco.splits["train"]) if coco.splits.get("train") else set(all_ids)
     train_sides = [
         round(float(np.sqrt(max(float(a["bbox"][2]), 0.0) * max(float(a["bbox"][3]), 0.0))), 2)
-        for a in coco.annotations if a["image_id"] in train_ids and not a.get("iscrowd", 0)
+        for a in coco.annotations
+        if a["image_id"] in train_ids and not a.get("iscrowd", 0)
     ]
     widths = sorted(float(img["width"]) for img in coco.images)
     heights = sorted(float(img["height"]) for img in coco.images)
@@ -193,10 +213,7 @@ def plot_stats(stats: dict[str, Any]) -> Figure:
     blocks = {"overall": stats["overall"], **stats.get("splits", {})}
 
     ax = axes[0]
-    for name, block in blocks.items():
-        hist = block["histograms"]["box_side"]
-        if sum(hist["counts"]):
-            ax.stairs(hist["counts"], hist["edges"], label=name, fill=name == "overall", alpha=0.35 if name == "overall" else 1.0)
+    _stairs(ax, blocks, "box_side")
     ax.axvline(32, color="red", linestyle="--", label="32 px (COCO small)")
     ax.set_xlabel("box side sqrt(w*h) [px]")
     ax.set_ylabel("boxes")
@@ -204,30 +221,55 @@ def plot_stats(stats: dict[str, Any]) -> Figure:
     ax.legend(fontsize=8)
 
     ax = axes[1]
-    for name, block in blocks.items():
-        hist = block["histograms"]["objects_per_image"]
-        if sum(hist["counts"]):
-            ax.stairs(hist["counts"], hist["edges"], label=name, fill=name == "overall", alpha=0.35 if name == "overall" else 1.0)
+    _stairs(ax, blocks, "objects_per_image")
     ax.set_xlabel("objects per image")
     ax.set_ylabel("images")
     ax.set_title("Objects per image")
     ax.legend(fontsize=8)
 
-    ax = axes[2]
+    _class_bars(axes[2], stats)
+    fig.suptitle(
+        f"{stats['num_images']} images, {stats['num_objects']} objects, "
+        f"median box side {stats['median_box_side'] or 0:.1f} px, "
+        f"up to {stats['max_objects_per_image']} per image"
+    )
+    fig.tight_layout()
+    return fig
+
+
+def _stairs(ax: Any, blocks: dict[str, dict[str, Any]], histogram: str) -> None:
+    """One step curve per block (``overall`` filled) of its histogram ``histogram``."""
+    for name, block in blocks.items():
+        hist = block["histograms"][histogram]
+        if sum(hist["counts"]):
+            ax.stairs(
+                hist["counts"],
+                hist["edges"],
+                label=name,
+                fill=name == "overall",
+                alpha=0.35 if name == "overall" else 1.0,
+            )
+
+
+def _class_bars(ax: Any, stats: dict[str, Any]) -> None:
+    """Objects per class, one bar per split (or the overall count without splits)."""
     classes = list(stats["overall"]["objects_per_class"])
     split_blocks = stats.get("splits") or {"overall": stats["overall"]}
     x = np.arange(len(classes))
     width = 0.8 / max(len(split_blocks), 1)
     for k, (name, block) in enumerate(split_blocks.items()):
-        ax.bar(x + k * width - 0.4 + width / 2, [block["objects_per_class"].get(c, 0) for c in classes], width, label=name)
-    ax.set_xticks(x, classes, rotation=30 if len(classes) > 4 else 0, ha="right" if len(classes) > 4 else "center")
+        ax.bar(
+            x + k * width - 0.4 + width / 2,
+            [block["objects_per_class"].get(c, 0) for c in classes],
+            width,
+            label=name,
+        )
+    ax.set_xticks(
+        x,
+        classes,
+        rotation=30 if len(classes) > 4 else 0,
+        ha="right" if len(classes) > 4 else "center",
+    )
     ax.set_ylabel("objects")
     ax.set_title("Objects per class")
     ax.legend(fontsize=8)
-
-    fig.suptitle(
-        f"{stats['num_images']} images, {stats['num_objects']} objects, "
-        f"median box side {stats['median_box_side'] or 0:.1f} px, up to {stats['max_objects_per_image']} per image"
-    )
-    fig.tight_layout()
-    return fig
