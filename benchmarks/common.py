@@ -92,9 +92,9 @@ def sample_dataset(workdir: Path, quick: bool):
 
 
 def with_splits(coco, train: Sequence[int], val: Sequence[int] = (), test: Sequence[int] = ()):
-    from smallobj_pipeline.detection.data.split import _with_splits
+    from smallobj_pipeline.detection.data.split import with_splits as split_with
 
-    return _with_splits(coco, {"train": list(train), "val": list(val), "test": list(test)})
+    return split_with(coco, {"train": list(train), "val": list(val), "test": list(test)})
 
 
 def resolved_config(name: str, coco, overrides: dict[str, Any] | None = None) -> dict[str, Any]:

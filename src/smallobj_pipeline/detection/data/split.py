@@ -90,7 +90,8 @@ def _seeded_cut(ids: list[Any], ratios: dict[str, float], seed: int) -> dict[str
     return out
 
 
-def _with_splits(coco: CocoDataset, splits: dict[str, list[Any]]) -> CocoDataset:
+def with_splits(coco: CocoDataset, splits: dict[str, list[Any]]) -> CocoDataset:
+    """``coco`` with its split membership replaced by ``splits`` (name -> image ids)."""
     return CocoDataset(
         root=coco.root,
         images=coco.images,
@@ -128,7 +129,7 @@ def assign_splits(
         )
 
     splits = _seeded_cut(image_ids, ratios, seed)
-    return _warn_missing_classes(_with_splits(coco, splits))
+    return _warn_missing_classes(with_splits(coco, splits))
 
 
 def classes_missing_from_splits(coco: CocoDataset) -> dict[str, list[str]]:
@@ -205,4 +206,4 @@ def _from_existing(coco: CocoDataset, ratios: dict[str, float], seed: int) -> Co
     unused = len(coco.images) - len(seen)
     if unused > 0:
         logger.info("%s: %d images are in no split file and are not used", coco.root, unused)
-    return _with_splits(coco, {n: splits[n] for n in SPLIT_NAMES})
+    return with_splits(coco, {n: splits[n] for n in SPLIT_NAMES})
