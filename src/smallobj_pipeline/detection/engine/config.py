@@ -10,10 +10,12 @@ settings: [...]``), and a validator's own message (which names the key) is passe
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import BeforeValidator, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
 from .. import constants as K
 from ..errors import ConfigError
@@ -34,6 +36,26 @@ NonNegativeInt = Annotated[Integer, Field(ge=0)]
 NonNegative = Annotated[Number, Field(ge=0.0)]
 Optimizer = Literal[K.OPTIMIZERS]  # type: ignore[valid-type]
 Schedule = Literal["none", "step", "multistep", "cosine", "plateau"]
+
+DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
+
+
+def parse_duration(value: Any) -> Any:
+    """Seconds from a number or a text such as ``"90"``, ``"90s"``, ``"20m"``, ``"1.5h"`` or
+    ``"1h30m"``; ``None`` stays ``None``; anything else is left to the type check."""
+    if not isinstance(value, str):
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    match = DURATION_RE.match(value.strip().lower().replace(" ", ""))
+    if not value.strip() or match is None:
+        raise PydanticCustomError(
+            "duration", "Input should be seconds or a duration such as '90s', '20m', '1h30m'"
+        )
+    h, m, s = (float(g) if g else 0.0 for g in match.groups())
+    return h * 3600.0 + m * 60.0 + s
+
+
+Duration = Annotated[PositiveNumber, BeforeValidator(parse_duration)]
 
 
 def parse_settings(
@@ -62,7 +84,11 @@ class TrainConfig(ConfigSection):
     SECTION: ClassVar[str] = "training"
 
     # fmt: off
-    epochs: PositiveInt = Field(10, description="passes over the training split")
+    epochs: PositiveInt = Field(10, description=(
+        "passes over the training split (ignored when time_budget is set)"))
+    time_budget: Duration | None = Field(None, description=(
+        "train for this long (seconds, or '20m', '1h30m'; validation included), the LR schedule "
+        "laid over it; null: train for epochs"))
     batch_size: PositiveInt = Field(4, description="images per step (per process under torchrun)")
     optimizer: Optimizer = Field("sgd", description="sgd | adamw")
     lr: PositiveNumber = Field(0.01, description="base learning rate (the heads')")

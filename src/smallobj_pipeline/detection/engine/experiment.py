@@ -62,6 +62,8 @@ MODEL_FILE_METRICS = (
     "epochs_run",
     "train_seconds",
     "seconds_per_epoch",
+    "stopped_by",
+    "time_budget",
 )
 
 
@@ -314,6 +316,8 @@ def _run_summary(result: TrainResult) -> dict[str, Any]:
         "train_seconds": float(result.train_seconds),
         "seconds_per_epoch": float(result.seconds_per_epoch),
         "stopped_early": bool(result.stopped_early),
+        "stopped_by": result.stopped_by,
+        "time_budget": result.time_budget,
     }
 
 
@@ -361,7 +365,7 @@ def evaluate_experiment(
         per_class=True,
     )
     metrics["experiment"] = cfg.get("name")
-    metrics.update({key: model_file[key] for key in MODEL_FILE_METRICS})
+    metrics.update({key: model_file[key] for key in MODEL_FILE_METRICS if key in model_file})
     metrics.update(
         {
             "infer_ms_per_image": timing.get("ms_per_image", float("nan")),

@@ -238,6 +238,103 @@ class DivergenceGuard(HookBase):
             )
 
 
+class TimeBudget(HookBase):
+    """Training laid over ``budget`` seconds instead of a number of epochs (as Ultralytics'
+    ``time``): the time counted is the trainer's ``train_seconds`` (steps and validations; a
+    resumed run keeps what its earlier part used).
+
+    After ``probe`` steps and after every epoch, the run's length is re-estimated from the mean
+    step time and the mean validation time (estimated by the trainer until one was timed):
+    ``max_epochs`` follows it and ``set_total(optimizer steps)`` stretches the decay (cosine) to
+    end at the budget. The run stops before a step that would end past the budget, keeping time
+    for the final validation, so it ends at most one step after the limit and, when what is left
+    does not fit another step (and, at an epoch's end, its validation), that much before it.
+    Register it before the Validation hook: the epoch it stops in is then validated and saved as
+    best/last.
+    """
+
+    def __init__(
+        self,
+        budget: float,
+        set_total: Any = None,
+        accumulate: int = 1,
+        val_every: int = 1,
+        probe: int = 5,
+    ):
+        self.budget, self.set_total, self.accumulate = budget, set_total, max(1, accumulate)
+        self.val_every, self.probe = max(1, val_every), probe
+        self.step_seconds: list[float] = []
+        self.stopped = False
+        self.spent_budget: float | None = None
+
+    def before_train(self) -> None:
+        t = self.trainer
+        t.max_epochs = max(t.max_epochs, t.start_epoch + 1)  # a resumed run plans again
+        spent = self.spent_budget is not None and self.budget <= self.spent_budget
+        if t.history and (spent or t.train_seconds >= self.budget):
+            self._stop("the time budget was used up before this resume")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"time_budget_spent": self.budget if self.stopped else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.spent_budget = state.get("time_budget_spent")  # a budget the run already reached
+
+    def before_step(self) -> None:
+        self.step_start = time.perf_counter()
+
+    def after_step(self) -> None:
+        t = self.trainer
+        self.step_seconds.append(time.perf_counter() - self.step_start)
+        if len(self.step_seconds) == self.probe:
+            self._plan(done_in_epoch=t.step + 1)
+        if t.train_seconds + self._step() + self._final_validation() > self.budget:
+            self._stop(f"time budget reached after step {t.step + 1}/{t.steps}")
+
+    def after_epoch(self) -> None:  # before Validation: a stop here still validates this epoch
+        t = self.trainer
+        if self.stopped:
+            return
+        self._plan(done_in_epoch=t.steps)
+        upcoming = self._validation() if t.validation_due() else 0.0
+        if (
+            not self.stopped
+            and t.train_seconds + upcoming + self._step() + self._final_validation() > self.budget
+        ):
+            self._stop("time budget reached at the end of the epoch")
+
+    # ------------------------------------------------------------------ estimates
+    def _step(self) -> float:
+        """Mean step time, the first step (loader and kernel start-up) left out once others ran."""
+        timed = self.step_seconds[1:] or self.step_seconds
+        return sum(timed) / len(timed) if timed else 0.0
+
+    def _validation(self) -> float:
+        timed = [r["val_seconds"] for r in self.trainer.history if "val_seconds" in r]
+        return timed[-1] if timed else self.trainer.validation_estimate(self._step())
+
+    def _final_validation(self) -> float:
+        return self._validation()
+
+    def _plan(self, done_in_epoch: int) -> None:
+        """``max_epochs`` and the schedule's length from the time left and the measured costs."""
+        t = self.trainer
+        per_epoch = t.steps * self._step() + self._validation() / self.val_every
+        if per_epoch <= 0:
+            return
+        left = max(0.0, self.budget - t.train_seconds)
+        total_epochs = t.epoch + done_in_epoch / max(1, t.steps) + left / per_epoch
+        t.max_epochs = max(t.epoch + 1, math.ceil(total_epochs))
+        if self.set_total is not None:
+            self.set_total(max(1, round(total_epochs * math.ceil(t.steps / self.accumulate))))
+
+    def _stop(self, why: str) -> None:
+        t = self.trainer
+        self.stopped = t.stop = True
+        t.max_epochs = t.epoch + 1
+        t.stop_reason = f"{why}: {fmt_seconds(t.train_seconds)} used of {fmt_seconds(self.budget)}"
+
+
 class SignalStop(HookBase):
     """SIGINT/SIGTERM while training: the first signal asks for a stop at the next step
     boundary (or after the epoch's validation and checkpoint, when it arrives during them),

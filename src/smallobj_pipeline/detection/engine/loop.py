@@ -10,11 +10,13 @@ stop on SIGINT/SIGTERM) is a :class:`HookBase` in :mod:`.hooks`, so detector tra
 What the hooks share lives on the trainer: ``epoch`` and ``step`` (0-based), ``steps`` (in this
 epoch), ``row`` (this epoch's history row, appended to ``history`` when the epoch ends and
 filled in by the hooks), ``metric`` (this epoch's validation metric, ``None`` when it did not
-validate), ``improved``, ``stop`` (set to end the loop after this epoch) and ``stop_reason``.
+validate), ``improved``, ``stop`` (set to end the loop after this epoch, or after this step when a
+step hook sets it) and ``stop_reason``.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 import weakref
 from collections.abc import Sequence
@@ -89,18 +91,23 @@ class TrainerBase:
                 self.hooks.append(hook)
 
     def train(self) -> None:
-        """From ``start_epoch`` to ``max_epochs``, or until a hook sets ``stop``."""
+        """From ``start_epoch`` to ``max_epochs`` (a hook may change it), or until a hook sets
+        ``stop``; set after a step, ``stop`` also ends the epoch there (``steps`` becomes the
+        number of steps run)."""
         self.fit_start = time.perf_counter()
         try:
             self._call("before_train")
-            for self.epoch in range(self.start_epoch, self.max_epochs):
-                if self.stop:
+            for self.epoch in itertools.count(self.start_epoch):
+                if self.stop or self.epoch >= self.max_epochs:
                     break
                 self.before_epoch()
                 for self.step in range(self.steps):
                     self._call("before_step")
                     self.run_step()
                     self._call("after_step")
+                    if self.stop:
+                        self.steps = self.step + 1
+                        break
                 self.after_epoch()
         finally:
             self._call("after_train")
@@ -143,6 +150,10 @@ class TrainerBase:
     def validation_due(self) -> bool:
         """Whether this epoch validates (see the Validation hook)."""
         return False
+
+    def validation_estimate(self, step_seconds: float) -> float:
+        """Seconds one validation should take, before one was timed (for the TimeBudget hook)."""
+        return 0.0
 
     def validate_epoch(self) -> float | None:
         """Validate, add the numbers to ``row``, return the monitored metric."""

@@ -28,6 +28,8 @@ from torch.optim.lr_scheduler import (
 
 # LinearLR needs a positive start: a warm-up "from 0" starts at this fraction of the rate
 MIN_WARMUP_FACTOR = 1e-12
+# a decay length for a run whose length is not known yet (time budget): flat until planned
+UNPLANNED_ITERS = 10**9
 
 
 def build_lr_scheduler(
@@ -76,3 +78,13 @@ def build_plateau(
         threshold_mode="abs",
         eps=0.0,
     )
+
+
+def stretch_decay(scheduler: ChainedScheduler, total_iters: int) -> None:
+    """Make the cosine decay of ``scheduler`` (from :func:`build_lr_scheduler`) end after
+    ``total_iters`` optimizer steps, continuing from the current rate (the time budget re-plans
+    the run's length this way); step decays, counted in epochs, are left as they are. The new
+    length is part of the scheduler's ``state_dict``, so a resumed run keeps it."""
+    for sched in scheduler._schedulers:  # ChainedScheduler keeps its parts there (torch 2.x)
+        if isinstance(sched, CosineAnnealingLR):  # never behind the current step (no rise)
+            sched.T_max = max(sched.last_epoch + 1, int(total_iters))

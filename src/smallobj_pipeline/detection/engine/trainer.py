@@ -25,6 +25,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +46,13 @@ from .loop import TrainerBase, TrainingError, TrainingInterrupted
 from .runtime import (
     distributed,
     epoch_loader,
+    fmt_seconds,
     loader_workers,
     process_device,
     seed_everything,
     wrap_distributed,
 )
-from .schedule import build_lr_scheduler, build_plateau
+from .schedule import UNPLANNED_ITERS, build_lr_scheduler, build_plateau, stretch_decay
 
 __all__ = [
     "TrainConfig",
@@ -75,6 +77,8 @@ class TrainResult:
     seconds_per_epoch: float
     best_state: dict[str, torch.Tensor]
     stopped_early: bool = False
+    stopped_by: str = "epochs"  # or early_stopping, time_budget
+    time_budget: float | None = None  # training.time_budget, seconds
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -146,7 +150,15 @@ class Trainer(TrainerBase):
             seconds_per_epoch=float(np.mean(epoch_secs)) if epoch_secs else 0.0,
             best_state=state,
             stopped_early=self.early_stopping.stopped,
+            stopped_by=self._stopped_by(),
+            time_budget=self.cfg.time_budget,
         )
+
+    def _stopped_by(self) -> str:
+        """What ended training: ``time_budget``, ``early_stopping`` or ``epochs``."""
+        if self.budget is not None and self.budget.stopped:
+            return "time_budget"
+        return "early_stopping" if self.early_stopping.stopped else "epochs"
 
     def _setup(self) -> None:
         """Device, DDP, optimizer, schedulers, gradient scaler and hooks."""
@@ -165,7 +177,7 @@ class Trainer(TrainerBase):
         self.scheduler = build_lr_scheduler(
             self.optimizer,
             schedule=cfg.schedule,
-            total_iters=iters * cfg.epochs,
+            total_iters=iters * cfg.epochs if cfg.time_budget is None else UNPLANNED_ITERS,
             iters_per_epoch=iters,
             warmup_iters=cfg.warmup_iters,
             warmup_factor=cfg.warmup_factor,
@@ -189,9 +201,18 @@ class Trainer(TrainerBase):
             self.best,
             device=self.device if self.distributed else None,
         )
+        self.budget = None
+        if cfg.time_budget is not None:
+            self.budget = H.TimeBudget(
+                cfg.time_budget,
+                set_total=partial(stretch_decay, self.scheduler),
+                accumulate=cfg.accumulate_steps,
+                val_every=cfg.val_every,
+            )
         return [
             H.LRStep(self.scheduler),
             H.DivergenceGuard(cfg.divergence_factor, self._divergence_advice),
+            self.budget,
             H.Validation(),
             H.PlateauLR(plateau, cfg.monitor) if plateau is not None else None,
             self.best,
@@ -227,12 +248,14 @@ class Trainer(TrainerBase):
         self.history = list(state["history"])
         self.start_epoch = int(state["epoch"]) + 1
         self.prior_seconds = float(state.get("train_seconds", 0.0))
+        planned = f"/{self.cfg.epochs}" if self.cfg.time_budget is None else ""
         logger.info(
-            "[%s] resuming from %s at epoch %d/%d",
+            "[%s] resuming from %s at epoch %d%s (%s of training done)",
             self.name,
             last,
             self.start_epoch + 1,
-            self.cfg.epochs,
+            planned,
+            fmt_seconds(self.prior_seconds),
         )
 
     def checkpoint_state(self) -> dict[str, Any]:
@@ -340,7 +363,16 @@ class Trainer(TrainerBase):
     def validation_due(self) -> bool:
         every, epoch = self.cfg.val_every, self.epoch + 1
         has_val = self.val_set is not None and len(self.val_set)
-        return bool(self.is_main and has_val and (epoch % every == 0 or epoch == self.cfg.epochs))
+        last = epoch == self.max_epochs or self.stop
+        return bool(self.is_main and has_val and (epoch % every == 0 or last))
+
+    def validation_estimate(self, step_seconds: float) -> float:
+        """A validation's seconds before one was timed: each batch's inference costs about 0.4
+        of a training step (forward only), and as much again for the validation loss."""
+        if self.val_set is None or not len(self.val_set):
+            return 0.0
+        batches = math.ceil(len(self.val_set) / self.cfg.batch_size)
+        return batches * step_seconds * (0.8 if self.cfg.val_loss else 0.4)
 
     def validate_epoch(self) -> float | None:
         start = time.perf_counter()

@@ -136,6 +136,7 @@ def comparison_table(runs: list[ExperimentRun]) -> pd.DataFrame:
                 "best_val_map_50": best_val,
                 "best_val_epoch": best_epoch,
                 "epochs_run": m.get("epochs_run"),
+                "stopped_by": m.get("stopped_by"),
                 "test_map": m.get("map"),
                 "test_map_50": m.get("map_50"),
                 "test_map_75": m.get("map_75"),
