@@ -39,6 +39,7 @@ SECTIONS = {
     "throughput": "bench_throughput",
     "evaluation": "bench_evaluation",
     "accuracy": "bench_accuracy",
+    "time_to_accuracy": "bench_time_to_accuracy",
     "overhead": "bench_overhead",
     "memory": "bench_memory",
     "scaling": "bench_scaling",

@@ -94,3 +94,31 @@ def test_child_peak_memory_is_the_childs_own_not_the_parents(tmp_path):
     assert small["returncode"] == big["returncode"] == 0
     assert small["peak_rss_bytes"] < 100 * 2**20
     assert 300 * 2**20 <= big["peak_rss_bytes"] < 400 * 2**20
+
+
+def test_time_to_accuracy_smoke_runs_both_arms_within_the_budget_and_draws_curves(
+    tmp_path, monkeypatch
+):
+    import bench_time_to_accuracy as tta
+
+    first = next(iter(tta.DATASETS))
+    monkeypatch.setattr(tta, "DATASETS", {first: tta.DATASETS[first]})
+    quick = dict(tta.SETTINGS[("cpu", True)], budgets=(4,))
+    monkeypatch.setattr(tta, "SETTINGS", {("cpu", True): quick, ("cuda", True): quick})
+
+    res = tta.run(True, tmp_path)
+
+    loop = res["data"]["results"][f"{first}/4/tutorial loop"]
+    project = res["data"]["results"][f"{first}/4/project"]
+    for arm in (loop, project):
+        assert arm["curve"], "every arm is evaluated at least once"
+        assert all(0.0 <= p["map_50"] <= 1.0 for p in arm["curve"])
+        seconds = [p["seconds"] for p in arm["curve"]]
+        assert seconds == sorted(seconds)
+    assert loop["steps"] >= 1 and loop["seconds"] < 4 + 3  # stops at the budget (+ one step)
+    assert project["stopped_by"] == "time_budget"
+    assert project["seconds"] < 4 + 3
+    assert (tmp_path / "time_to_accuracy.png").stat().st_size > 1000
+    row = next(line for line in res["markdown"].splitlines() if line.startswith(f"| {first}"))
+    assert "| 4 s |" in row
+    assert res["summary"][0]["met"] in (True, False)

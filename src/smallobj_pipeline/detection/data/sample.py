@@ -81,12 +81,51 @@ def _diamond(w: int, h: int) -> np.ndarray:
     return (d <= 1.0 + 1.01 / max(min(w, h) - 1, 1)) & (d >= 1.0 - t)
 
 
+def _disc(w: int, h: int) -> np.ndarray:
+    u, v = _grid(w, h)
+    return u**2 + v**2 <= 1.0 + 1.0 / max(min(w, h) - 1, 1)
+
+
+def _square(w: int, h: int) -> np.ndarray:
+    """Hollow square outline."""
+    u, v = _grid(w, h)
+    tu, tv = _stroke(w, h) / (w / 2.0), _stroke(w, h) / (h / 2.0)
+    return (np.abs(u) >= 1.0 - tu) | (np.abs(v) >= 1.0 - tv)
+
+
+def _tee(w: int, h: int) -> np.ndarray:
+    u, v = _grid(w, h)
+    t = _stroke(w, h)
+    stem = np.abs(u) * (w - 1) / 2.0 <= t / 2.0
+    bar = (v + 1.0) * (h - 1) / 2.0 < t
+    return stem | bar
+
+
+def _ell(w: int, h: int) -> np.ndarray:
+    u, v = _grid(w, h)
+    t = _stroke(w, h)
+    return ((u + 1.0) * (w - 1) / 2.0 < t) | ((1.0 - v) * (h - 1) / 2.0 < t)
+
+
+def _dotted_ring(w: int, h: int) -> np.ndarray:
+    """A ring with a dot in its centre."""
+    u, v = _grid(w, h)
+    dot = np.sqrt(u**2 + v**2) <= max(0.25, 1.5 / max(min(w, h) / 2.0, 1.0))
+    return _ring(w, h) | dot
+
+
+# The bundled sample uses ring and cross; the others give generated sets up to 10 classes.
 SHAPES: dict[str, Callable[[int, int], np.ndarray]] = {
     "ring": _ring,
     "cross": _cross,
     "x": _x,
     "triangle": _triangle,
     "diamond": _diamond,
+    "disc": _disc,
+    "square": _square,
+    "tee": _tee,
+    "ell": _ell,
+    "dotted_ring": _dotted_ring,
 }
 
 
