@@ -71,12 +71,9 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
     import torch
 
     from smallobj_pipeline.detection.data.dataset import DetectionDataset, image_to_tensor
+    from smallobj_pipeline.detection.data.tiling import tile_starts
     from smallobj_pipeline.detection.evaluation.inference import predict_dataset
-    from smallobj_pipeline.detection.evaluation.sliced import (
-        SliceConfig,
-        sliced_predict,
-        tile_starts,
-    )
+    from smallobj_pipeline.detection.evaluation.sliced import SliceConfig, sliced_predict
     from smallobj_pipeline.detection.modeling.factory import build_model
 
     dev = C.device()

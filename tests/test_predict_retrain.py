@@ -10,8 +10,9 @@ from kedro_project import cli_params, make_project, run_pipeline
 from PIL import Image
 
 from smallobj_pipeline.detection.checkpoint import load_checkpoint
+from smallobj_pipeline.detection.data.tiling import tile_starts
 from smallobj_pipeline.detection.engine.registry import decide
-from smallobj_pipeline.detection.evaluation.sliced import SliceConfig, sliced_predict, tile_starts
+from smallobj_pipeline.detection.evaluation.sliced import SliceConfig, sliced_predict
 
 TINY = {
     "dataset": {

@@ -8,6 +8,7 @@ in sorted id order, and back to the original ids for output.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -593,23 +594,34 @@ class CocoDataset:
         except DatasetError as exc:
             raise DatasetError(f"image id {image['id']}: {exc}") from None
 
-    def read_raw(self, image: dict[str, Any] | int) -> np.ndarray:
-        """The image's pixels in the file's own type (see :func:`read_raw`)."""
-        if not isinstance(image, dict):
-            image = self.images_by_id[image]
+    def _source_raw(self, image: dict[str, Any]) -> np.ndarray:
+        """The whole file's pixels: a tile's source is decoded once and cached (read-only)."""
         path = self.image_path(image)  # its errors name the image id already
         try:
-            return read_raw(path)
+            if "tile" not in image:
+                return read_raw(path)
+            stat = path.stat()
+            return _cached_source(str(path), stat.st_mtime_ns, stat.st_size)
+        except OSError as exc:
+            raise DatasetError(f"image id {image['id']}: {path}: {exc.strerror}") from None
         except DatasetError as exc:
             raise DatasetError(f"image id {image['id']}: {exc}") from None
 
-    def read_image(self, image: dict[str, Any] | int, intensity: Any = None) -> np.ndarray:
-        """The image as model input under ``intensity`` (see :func:`read_image`)."""
+    def read_raw(self, image: dict[str, Any] | int) -> np.ndarray:
+        """The image's pixels in the file's own type (see :func:`read_raw`); a tile's are its
+        window of the source (see :mod:`.tiling`)."""
         if not isinstance(image, dict):
             image = self.images_by_id[image]
-        raw = self.read_raw(image)
+        return _window(self._source_raw(image), image)
+
+    def read_image(self, image: dict[str, Any] | int, intensity: Any = None) -> np.ndarray:
+        """The image as model input under ``intensity`` (see :func:`read_image`). A tile is cut
+        after the scaling, so per-image scaling uses its whole source image."""
+        if not isinstance(image, dict):
+            image = self.images_by_id[image]
+        raw = self._source_raw(image)
         try:
-            return normalize(raw, intensity, self.image_path(image))
+            return _window(normalize(raw, intensity, self.image_path(image)), image)
         except DatasetError as exc:
             raise DatasetError(f"image id {image['id']}: {exc}") from None
 
@@ -648,6 +660,29 @@ class CocoDataset:
 
     def __len__(self) -> int:
         return len(self.images)
+
+
+@functools.lru_cache(maxsize=1)
+def _cached_source(path: str, mtime_ns: int, size: int) -> np.ndarray:
+    """One decoded tile source per process (keyed by the file's identity, so an edited file is
+    read again): the tiles of an image are usually read one after another."""
+    arr = read_raw(path)
+    arr.flags.writeable = False
+    return arr
+
+
+def _window(arr: np.ndarray, image: dict[str, Any]) -> np.ndarray:
+    """``image``'s window of ``arr`` (a copy) when it is a tile, else ``arr``."""
+    tile = image.get("tile")
+    if not tile:
+        return arr
+    x, y, w, h = int(tile["x"]), int(tile["y"]), int(image["width"]), int(image["height"])
+    if y + h > arr.shape[0] or x + w > arr.shape[1]:
+        raise DatasetError(
+            f"image id {image['id']}: tile {w}x{h} at ({x}, {y}) lies outside its source "
+            f"{image['file_name']} ({arr.shape[1]}x{arr.shape[0]}); re-run the data pipeline"
+        )
+    return np.array(arr[y : y + h, x : x + w], copy=True)
 
 
 def _same_content(src: Path, dst: Path, cache: Any) -> bool:

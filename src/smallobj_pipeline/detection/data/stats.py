@@ -183,15 +183,20 @@ def compute_stats(coco: CocoDataset, intensity: dict[str, Any] | None = None) ->
         for a in coco.annotations
         if a["image_id"] in train_ids and not a.get("iscrowd", 0)
     ]
-    widths = sorted(float(img["width"]) for img in coco.images)
-    heights = sorted(float(img["height"]) for img in coco.images)
+    # A tiled dataset trains on tiles: the model's input size and detections per image follow
+    # the tiles (the training split), not the whole validation/test scenes.
+    tiling = coco.info.get("tiling") if isinstance(coco.info, dict) else None
+    sized = [coco.images_by_id[i] for i in train_ids] if tiling else coco.images
+    widths = sorted(float(img["width"]) for img in sized)
+    heights = sorted(float(img["height"]) for img in sized)
+    crowded = splits["train"] if tiling else overall
     out = {
         "num_images": overall["num_images"],
         "num_objects": overall["num_objects"],
         "crowd_regions": overall["crowd_regions"],
         "num_classes": len(names),
         "categories": {str(k): v for k, v in names.items()},
-        "max_objects_per_image": overall["objects_per_image"]["max"] or 0,
+        "max_objects_per_image": crowded["objects_per_image"]["max"] or 0,
         "median_box_side": overall["box_side"]["p50"],
         "box_side_percentiles": overall["box_side"],
         "train_box_sides": train_sides,
@@ -200,6 +205,8 @@ def compute_stats(coco: CocoDataset, intensity: dict[str, Any] | None = None) ->
         "overall": overall,
         "splits": splits,
     }
+    if tiling:
+        out["tiling"] = tiling
     if intensity is not None:
         out["intensity"] = intensity_stats(coco, intensity)
     return out

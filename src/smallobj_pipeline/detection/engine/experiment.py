@@ -28,6 +28,7 @@ from ..data.intensity import FIXED, Intensity, choose_in_channels
 from ..errors import ConfigError, DatasetError, WeightsError
 from ..evaluation.inference import predict_dataset, select_device
 from ..evaluation.metrics import evaluate_detections
+from ..evaluation.sliced import SliceConfig
 from ..modeling.anchors import SmallObjectSwitches, resolve_small_object_defaults
 from ..modeling.config import (
     ConfigSection,
@@ -76,6 +77,9 @@ class EvaluationConfig(ConfigSection):
         0.5, description="detections kept by the IoU, precision and recall metrics"
     )
     batch_size: PositiveInt = Field(1, description="test images per inference batch")
+    slicing: SliceConfig | None = Field(None, description=(
+        "predict validation/test images tile by tile (set from the tiling plan when the "
+        "training split is tiled); null: whole images in one pass"))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -180,12 +184,33 @@ def resolve_experiment(
     if channels_note:
         derived["in_channels"] = channels_note
     cfg["model"] = model_cfg
+    _slicing_from_tiling(cfg, derived, stats.get("tiling"))
     cfg["derived"] = derived
     cfg["intensity"] = (stats.get("intensity") or {}).get("spec")
     cfg["name"] = name
     if derived:
         logger.info("[%s] small-object defaults: %s", name, derived)
     return cfg
+
+
+def _slicing_from_tiling(
+    cfg: dict[str, Any], derived: dict[str, Any], tiling: Mapping[str, Any] | None
+) -> None:
+    """A tiled training split: validation and test images are predicted whole, tile by tile on
+    the training grid (unless the experiment sets ``evaluation.slicing`` itself)."""
+    if not (tiling and tiling.get("tiled")) or cfg["evaluation"].get("slicing") is not None:
+        return
+    tile, overlap = int(tiling["tile_size"]), int(tiling["overlap_px"])
+    cfg["evaluation"]["slicing"] = {
+        "enabled": True, "tile_size": tile, "overlap": overlap, "include_full_image": False,
+    }  # fmt: skip
+    derived["evaluation.slicing"] = {
+        "value": cfg["evaluation"]["slicing"],
+        "why": (
+            f"the training split is tiled ({tiling.get('reason')}): validation and test images "
+            f"are predicted whole, in {tile} px tiles overlapping by {overlap} px, merged"
+        ),
+    }
 
 
 def _auto_in_channels(
@@ -289,7 +314,7 @@ def train_experiment(
     model_config = dict(model.smallobj_config)
     trainer = Trainer(
         model, train_set, val_set, exp.training, checkpoint_dir,
-        model_config=model_config, name=exp.name,
+        model_config=model_config, name=exp.name, slicing=exp.evaluation.slicing,
     )  # fmt: skip
     result = trainer.fit()
     model_file = {
@@ -355,8 +380,9 @@ def evaluate_experiment(
     in_channels = int(model_file["model_config"].get("in_channels", 1))
     test_ids = _split_ids(coco, "test")
     test_set = DetectionDataset(coco, test_ids, in_channels, None, model_intensity(model_file))
+    slicing = exp.evaluation.slicing
     predictions, timing = predict_dataset(
-        model, test_set, device, batch_size=exp.evaluation.batch_size, time_images=True
+        model, test_set, device, exp.evaluation.batch_size, time_images=True, slicing=slicing
     )
     metrics = evaluate_detections(
         coco.to_coco_dict(test_ids),
@@ -371,6 +397,8 @@ def evaluate_experiment(
             "infer_ms_per_image": timing.get("ms_per_image", float("nan")),
             "test_images": len(test_ids),
             "device": str(device),
+            "evaluated_on": "whole images, "
+            + (slicing.describe() if slicing and slicing.enabled is True else "one pass"),
         }
     )
     return metrics, predictions

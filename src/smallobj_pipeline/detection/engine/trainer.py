@@ -37,9 +37,11 @@ from torch.utils.data.distributed import DistributedSampler
 from .. import constants
 from ..checkpoint import load_checkpoint
 from ..data.dataset import DetectionDataset, collate
+from ..data.tiling import tile_windows
 from ..errors import ConfigError
 from ..evaluation.inference import predict_dataset, select_device
 from ..evaluation.metrics import evaluate_detections
+from ..evaluation.sliced import SliceConfig
 from . import hooks as H
 from .config import TrainConfig
 from .loop import TrainerBase, TrainingError, TrainingInterrupted
@@ -120,8 +122,17 @@ class Trainer(TrainerBase):
         checkpoint_dir: str | Path | None = None,
         model_config: dict[str, Any] | None = None,
         name: str = "experiment",
+        slicing: SliceConfig | None = None,
     ):
+        """``slicing``: validation images are predicted tile by tile (an experiment trained on
+        tiles is validated on whole images); ``None``: whole images in one pass."""
         super().__init__()
+        if slicing is not None and cfg.monitor == "val_loss":
+            raise ConfigError(
+                f"experiment {name!r}: training.monitor val_loss is not available when the "
+                "validation images are predicted tile by tile (tiled training); monitor map_50"
+            )
+        self.slicing = slicing
         self.cfg, self.name, self.max_epochs = cfg, name, cfg.epochs
         self.distributed, self.rank, self.world = distributed()
         self.device = process_device(select_device(cfg.device))
@@ -371,6 +382,14 @@ class Trainer(TrainerBase):
         of a training step (forward only), and as much again for the validation loss."""
         if self.val_set is None or not len(self.val_set):
             return 0.0
+        if self.slicing is not None:  # one forward per tile of every whole validation image
+            sizes = [self.val_set.coco.images_by_id[i] for i in self.val_set.image_ids]
+            tiles = sum(
+                len(tile_windows(int(im["width"]), int(im["height"]),
+                                 int(self.slicing.tile_size), self.slicing.overlap))
+                for im in sizes
+            )  # fmt: skip
+            return tiles * step_seconds * 0.4 / self.cfg.batch_size
         batches = math.ceil(len(self.val_set) / self.cfg.batch_size)
         return batches * step_seconds * (0.8 if self.cfg.val_loss else 0.4)
 
@@ -382,10 +401,10 @@ class Trainer(TrainerBase):
 
     def validate(self, model: torch.nn.Module) -> dict[str, float]:
         out: dict[str, float] = {}
-        if self.cfg.val_loss:
+        if self.cfg.val_loss and self.slicing is None:  # no loss on whole images of a tiled run
             out["val_loss"] = self._val_loss(model)
         results, _ = predict_dataset(
-            model, self.val_set, self.device, batch_size=self.cfg.batch_size
+            model, self.val_set, self.device, batch_size=self.cfg.batch_size, slicing=self.slicing
         )
         metrics = evaluate_detections(
             self.val_gt, results, score_threshold=self.cfg.score_threshold, per_class=False

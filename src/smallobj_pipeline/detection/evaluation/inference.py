@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from ..data.dataset import DetectionDataset, collate
 from .metrics import predictions_to_coco
+from .sliced import SliceConfig, sliced_predict
 
 
 def select_device(requested: str = "auto") -> torch.device:
@@ -34,8 +35,10 @@ def predict_dataset(
     num_workers: int = 0,
     amp: bool = False,
     time_images: bool = False,
+    slicing: SliceConfig | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Predict every image of ``dataset``.
+    """Predict every image of ``dataset``; with ``slicing`` (enabled), each image tile by tile
+    (:func:`.sliced.sliced_predict`, the evaluation of an experiment trained on tiles).
 
     Returns ``(results, timing)``: ``results`` in COCO results format (original image and
     category ids, ``bbox`` as ``[x, y, w, h]``), and ``timing`` with ``ms_per_image`` (median
@@ -55,10 +58,16 @@ def predict_dataset(
     per_image_ms: list[float] = []
     use_amp = amp and device.type == "cuda"
     for images, targets in loader:
-        outputs, elapsed = timed_forward(model, images, device, use_amp)
+        if slicing is not None and slicing.enabled is True:
+            outputs, elapsed = _timed_sliced(model, images, device, slicing)
+        else:
+            outputs, elapsed = timed_forward(model, images, device, use_amp)
         if time_images:
             per_image_ms.append(elapsed / len(images))
-        outputs = [{k: v.detach().float().cpu() for k, v in out.items()} for out in outputs]
+        outputs = [
+            {k: v.detach().float().cpu() for k, v in out.items() if isinstance(v, torch.Tensor)}
+            for out in outputs
+        ]
         image_ids = [int(t["image_id"]) for t in targets]
         results.extend(predictions_to_coco(outputs, image_ids, dataset.coco.category_of_label))
     model.train(was_training)
@@ -67,6 +76,17 @@ def predict_dataset(
         warm = per_image_ms[1:] if len(per_image_ms) > 1 else per_image_ms
         timing["ms_per_image"] = float(statistics.median(warm))
     return results, timing
+
+
+def _timed_sliced(
+    model: torch.nn.Module, images: list[torch.Tensor], device: torch.device, cfg: SliceConfig
+) -> tuple[list[dict[str, torch.Tensor]], float]:
+    """Sliced predictions of a batch of whole images, and the milliseconds they took."""
+    start = time.perf_counter()
+    outputs = [sliced_predict(model, image.to(device), cfg) for image in images]
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return outputs, (time.perf_counter() - start) * 1000.0
 
 
 def timed_forward(

@@ -36,7 +36,7 @@ from ..reporting.draw import show_boxes
 from ..reporting.report import figure_png
 from .inference import select_device
 from .metrics import predictions_to_coco
-from .sliced import SliceConfig, should_slice, sliced_predict
+from .sliced import SliceConfig, parse_slicing, should_slice, sliced_predict
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ class _Predictor:
             slicing["tile_size"] = train_size
         model = load_model(model_file, dev)
         return cls(
-            path, model_file, model, dev, SliceConfig(**slicing), train_size, score_threshold
+            path, model_file, model, dev, parse_slicing(slicing), train_size, score_threshold
         )
 
     @property

@@ -137,6 +137,7 @@ def comparison_table(runs: list[ExperimentRun]) -> pd.DataFrame:
                 "best_val_epoch": best_epoch,
                 "epochs_run": m.get("epochs_run"),
                 "stopped_by": m.get("stopped_by"),
+                "evaluated_on": m.get("evaluated_on", "whole images, one pass"),
                 "test_map": m.get("map"),
                 "test_map_50": m.get("map_50"),
                 "test_map_75": m.get("map_75"),

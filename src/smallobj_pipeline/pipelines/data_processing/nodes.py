@@ -13,6 +13,7 @@ from smallobj_pipeline.detection.data.coco import DEFAULT_MAX_IMAGE_PIXELS, Coco
 from smallobj_pipeline.detection.data.sample import dataset_exists, generate_sample_dataset
 from smallobj_pipeline.detection.data.split import assign_splits
 from smallobj_pipeline.detection.data.stats import compute_stats, plot_stats
+from smallobj_pipeline.detection.data.tiling import tile_dataset
 from smallobj_pipeline.detection.data.validation import apply_policy, validate_dataset
 from smallobj_pipeline.detection.errors import ConfigError, DatasetError
 
@@ -95,6 +96,14 @@ def split_coco(coco: CocoDataset, split: dict[str, Any]) -> CocoDataset:
     )
     logger.info("Split: %s", {k: len(v) for k, v in result.splits.items()})
     return result
+
+
+def tile_coco(
+    coco: CocoDataset, tiling: dict[str, Any] | None
+) -> tuple[CocoDataset, dict[str, Any]]:
+    """The split dataset with its training images cut into tiles when ``tiling`` says so
+    (validation and test images stay whole), and the tiling plan with its reason."""
+    return tile_dataset(coco, tiling)
 
 
 def dataset_statistics(

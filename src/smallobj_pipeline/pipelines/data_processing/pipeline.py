@@ -7,6 +7,7 @@ from .nodes import (
     enforce_validation,
     load_raw_dataset,
     split_coco,
+    tile_coco,
     validate_coco,
 )
 
@@ -30,8 +31,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="enforce_validation", tags=["data", "validation"],
             ),
             node(
-                split_coco, ["validated_coco", "params:split"], "model_input_coco",
+                split_coco, ["validated_coco", "params:split"], "split_coco",
                 name="split_dataset", tags=["data"],
+            ),
+            node(
+                tile_coco, ["split_coco", "params:tiling"], ["model_input_coco", "tiling_plan"],
+                name="tile_dataset", tags=["data"],
             ),
             node(
                 dataset_statistics,
