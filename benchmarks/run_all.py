@@ -44,6 +44,7 @@ SECTIONS = {
     "memory": "bench_memory",
     "scaling": "bench_scaling",
     "bitdepth": "bench_bitdepth",
+    "large_scenes": "bench_large_scenes",
 }
 FULL_OUT = C.REPO / "docs" / "benchmarks.md"
 PARTIAL_DIR = HERE / "results"
