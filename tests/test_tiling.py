@@ -14,7 +14,7 @@ from kedro_project import make_project, run_pipeline
 from smallobj_pipeline.detection.data.coco import CocoDataset
 from smallobj_pipeline.detection.data.sample import generate_sample_dataset
 from smallobj_pipeline.detection.data.split import with_splits
-from smallobj_pipeline.detection.data.stats import compute_stats
+from smallobj_pipeline.detection.data.stats import compute_stats, plot_stats
 from smallobj_pipeline.detection.data.tiling import (
     clip_annotation,
     plan_tiling,
@@ -98,6 +98,8 @@ def test_tiled_split_keeps_scenes_apart_and_tiles_read_their_window(large):
         assert 0 <= bx and bx + bw <= 128 + 1e-6 and 0 <= by and by + bh <= 128 + 1e-6
     stats = compute_stats(tiled)
     assert stats["image_size_median"] == [128, 128] and stats["tiling"]["tiles"] == plan["tiles"]
+    legend = [t.get_text() for t in plot_stats(stats).axes[0].get_legend().get_texts()]
+    assert "train (128 px tiles)" in legend
 
 
 def test_empty_tiles_kept_as_negatives_by_the_seeded_fraction(large):

@@ -218,6 +218,12 @@ def plot_stats(stats: dict[str, Any]) -> Figure:
     fig = Figure(figsize=(15, 4.5), dpi=100)
     axes = fig.subplots(1, 3)
     blocks = {"overall": stats["overall"], **stats.get("splits", {})}
+    tiling = stats.get("tiling")
+    if tiling and "train" in blocks:  # the training split holds tiles, after clipping
+        blocks = {
+            (f"train ({tiling['tile_size']} px tiles)" if k == "train" else k): v
+            for k, v in blocks.items()
+        }
 
     ax = axes[0]
     _stairs(ax, blocks, "box_side")
@@ -229,7 +235,7 @@ def plot_stats(stats: dict[str, Any]) -> Figure:
 
     ax = axes[1]
     _stairs(ax, blocks, "objects_per_image")
-    ax.set_xlabel("objects per image")
+    ax.set_xlabel("objects per image" + (" or tile" if tiling else ""))
     ax.set_ylabel("images")
     ax.set_title("Objects per image")
     ax.legend(fontsize=8)
