@@ -59,7 +59,7 @@ test: install
 	$(VENV)/bin/python -m pytest
 
 # Speed and accuracy against plain torchvision / pycocotools; rewrites docs/benchmarks.md
-# (under 30 minutes on 2 CPU cores). `make bench BENCH_ARGS=--quick` for a smoke run.
+# (about 90 minutes on 2 CPU cores). `make bench BENCH_ARGS=--quick` for a smoke run.
 bench: install
 	$(VENV)/bin/python benchmarks/run_all.py $(BENCH_ARGS)
 

@@ -383,3 +383,38 @@ def run(quick: bool, workdir: Path, overrides: dict[str, Any] | None = None) -> 
         "markdown": "\n".join(md),
         "data": {"settings": s, "datasets": DATASETS, "results": results, "figure": str(figure)},
     }
+
+
+def main() -> int:
+    """One cell of the benchmark, for ablations of the defaults: ``--dataset`` (index into
+    :data:`DATASETS`), ``--budget`` seconds, ``--arm project|loop``, ``--overrides`` (a JSON
+    experiment override for the project arm, e.g. ``'{"model": {"norm": "bn"}}'``). Prints the
+    final metrics and the curve as one JSON line."""
+    import argparse
+    import json
+    import logging
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--dataset", type=int, required=True, choices=range(len(DATASETS)))
+    parser.add_argument("--budget", type=float, required=True)
+    parser.add_argument("--arm", choices=("project", "loop"), default="project")
+    parser.add_argument("--overrides", type=json.loads, default={})
+    parser.add_argument("--workdir", type=Path, default=C.REPO / "benchmarks" / "results" / "tta")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    dev = C.device()
+    data = datasets(args.workdir, False, SETTINGS[(dev.type, False)])
+    name = list(data)[args.dataset]
+    if args.arm == "loop":
+        res = tutorial_arm(data[name], args.budget, dev)
+    else:
+        res = project_arm(data[name], args.budget, args.overrides)
+    curve = [(round(p["seconds"]), round(p["map_50"], 3)) for p in res["curve"]]
+    out = {"dataset": name, "budget": args.budget, "arm": args.arm, "overrides": args.overrides,
+           "final": res["final"], "curve": curve}  # fmt: skip
+    print(json.dumps(out), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

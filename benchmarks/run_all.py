@@ -1,6 +1,6 @@
 """Run the benchmarks and write the results as one markdown page.
 
-    python benchmarks/run_all.py              # full run (< 30 min on 2 CPU cores) ->
+    python benchmarks/run_all.py              # full run (about 90 min on 2 CPU cores) ->
     docs/benchmarks.md
     python benchmarks/run_all.py --quick      # smoke run (tiny sizes)  ->
     benchmarks/results/benchmarks_quick.md
