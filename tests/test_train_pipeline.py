@@ -44,6 +44,7 @@ TINY = {
     "experiments": {
         "tiny_a": {"training": {"epochs": 2}},
         "tiny_b": {"model": {"variant": "v2"}, "small_object_defaults": {"anchors": False}},
+        "tiny_budget": {"training": {"epochs": 1, "time_budget": "15s"}},
     },
 }
 
@@ -88,6 +89,17 @@ def test_each_experiment_has_its_outputs(trained):
         assert sum(p.numel() for p in model.parameters()) == metrics["params_total"]
 
 
+def test_time_budget_trains_that_long_and_no_longer(trained):
+    metrics = json.loads((trained / "data/08_reporting/tiny_budget/metrics.json").read_text())
+    history = pd.read_csv(trained / "data/08_reporting/tiny_budget/history.csv")
+    assert metrics["stopped_by"] == "time_budget" and metrics["time_budget"] == 15
+    assert metrics["epochs_run"] > 1  # `epochs: 1` is ignored: the budget decides
+    # stops before a step (and the last validation) that would end past the budget
+    assert 15 - history["epoch_seconds"].max() <= metrics["train_seconds"] <= 15 + 2.0
+    table = pd.read_csv(trained / "data/08_reporting/experiments.csv").set_index("experiment")
+    assert table.loc["tiny_budget", "stopped_by"] == "time_budget"
+
+
 def test_derived_small_object_defaults_are_saved(trained):
     a = json.loads((trained / "data/06_models/tiny_a/config.json").read_text())
     b = json.loads((trained / "data/06_models/tiny_b/config.json").read_text())
@@ -97,7 +109,7 @@ def test_derived_small_object_defaults_are_saved(trained):
 
 def test_cross_experiment_table_and_report(trained):
     table = pd.read_csv(trained / "data/08_reporting/experiments.csv")
-    assert sorted(table["experiment"]) == ["tiny_a", "tiny_b"]
+    assert sorted(table["experiment"]) == ["tiny_a", "tiny_b", "tiny_budget"]
     html_text = (trained / "data/08_reporting/report.html").read_text()
     for section in ("comparison", "curves", "pr", "predictions", "dataset", "augmentation"):
         assert f"id='{section}'" in html_text, section

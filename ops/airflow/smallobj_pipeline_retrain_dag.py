@@ -43,9 +43,9 @@ def _run_kedro_node(node_names=None, namespaces=None):
 )
 def smallobj_pipeline():
 
-    @task(task_id="load-raw-dataset-validate-dataset-enforce-validation-split-dataset")
-    def load_raw_dataset_validate_dataset_enforce_validation_split_dataset():
-        _run_kedro_node(node_names=["load_raw_dataset", "validate_dataset", "enforce_validation", "split_dataset"])
+    @task(task_id="load-raw-dataset-validate-dataset-enforce-validation-split-dataset-tile-dataset")
+    def load_raw_dataset_validate_dataset_enforce_validation_split_dataset_tile_dataset():
+        _run_kedro_node(node_names=["load_raw_dataset", "validate_dataset", "enforce_validation", "split_dataset", "tile_dataset"])
 
     @task(task_id="dataset-statistics")
     def dataset_statistics():
@@ -64,17 +64,17 @@ def smallobj_pipeline():
         _run_kedro_node(node_names=["retrain.promote_if_better"])
 
     tasks = {
-        "load-raw-dataset-validate-dataset-enforce-validation-split-dataset": load_raw_dataset_validate_dataset_enforce_validation_split_dataset(),
+        "load-raw-dataset-validate-dataset-enforce-validation-split-dataset-tile-dataset": load_raw_dataset_validate_dataset_enforce_validation_split_dataset_tile_dataset(),
         "dataset-statistics": dataset_statistics(),
         "retrain-resolve-challenger-config": retrain_resolve_challenger_config(),
         "retrain-train-challenger": retrain_train_challenger(),
         "retrain-promote-if-better": retrain_promote_if_better(),
     }
-    tasks["load-raw-dataset-validate-dataset-enforce-validation-split-dataset"] >> tasks["dataset-statistics"]
+    tasks["load-raw-dataset-validate-dataset-enforce-validation-split-dataset-tile-dataset"] >> tasks["dataset-statistics"]
     tasks["dataset-statistics"] >> tasks["retrain-resolve-challenger-config"]
-    tasks["load-raw-dataset-validate-dataset-enforce-validation-split-dataset"] >> tasks["retrain-train-challenger"]
+    tasks["load-raw-dataset-validate-dataset-enforce-validation-split-dataset-tile-dataset"] >> tasks["retrain-train-challenger"]
     tasks["retrain-resolve-challenger-config"] >> tasks["retrain-train-challenger"]
-    tasks["load-raw-dataset-validate-dataset-enforce-validation-split-dataset"] >> tasks["retrain-promote-if-better"]
+    tasks["load-raw-dataset-validate-dataset-enforce-validation-split-dataset-tile-dataset"] >> tasks["retrain-promote-if-better"]
     tasks["retrain-resolve-challenger-config"] >> tasks["retrain-promote-if-better"]
     tasks["retrain-train-challenger"] >> tasks["retrain-promote-if-better"]
 

@@ -77,9 +77,9 @@ class EvaluationConfig(ConfigSection):
         0.5, description="detections kept by the IoU, precision and recall metrics"
     )
     batch_size: PositiveInt = Field(1, description="test images per inference batch")
-    slicing: SliceConfig | None = Field(None, description=(
-        "predict validation/test images tile by tile (set from the tiling plan when the "
-        "training split is tiled); null: whole images in one pass"))  # fmt: skip
+    slicing: SliceConfig | None = Field(
+        None, description="val/test images predicted tile by tile (set when training is tiled)"
+    )
 
 
 @dataclass(frozen=True)
