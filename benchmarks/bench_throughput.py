@@ -35,7 +35,7 @@ SETTINGS = {
 TARGET = {"cpu": 1.0, "cuda": 1.5}
 
 
-def _tutorial_collate(batch):
+def tutorial_collate(batch):
     return tuple(zip(*batch))
 
 
@@ -69,7 +69,7 @@ def _plain_run(model, dataset, batch_size: int, train_cfg, dev, seed: int) -> fl
     optimizer = torch.optim.SGD(
         params, lr=train_cfg.lr, momentum=train_cfg.momentum, weight_decay=train_cfg.weight_decay
     )
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=_tutorial_collate)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=tutorial_collate)
     plain_train_one_epoch(model, optimizer, loader, dev)
     C.sync(dev)
     return time.perf_counter() - start

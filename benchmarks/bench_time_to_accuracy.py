@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import common as C
+from bench_throughput import tutorial_collate
 
 TITLE = "Time to accuracy: the project's defaults vs the tutorial loop at equal wall time"
 
@@ -154,7 +155,9 @@ def _steps_that_fit(coco, train_set, budget: float, dev, seed: int) -> int:
     torch.manual_seed(seed)
     model = tutorial_model(coco.num_classes, int(coco.images[0]["width"])).to(dev).train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    loader = DataLoader(train_set, batch_size=LOOP["batch"], shuffle=True, collate_fn=_plain)
+    loader = DataLoader(
+        train_set, batch_size=LOOP["batch"], shuffle=True, collate_fn=tutorial_collate
+    )
     times = []
     for i, (images, targets) in enumerate(loader):
         start = time.perf_counter()
@@ -165,10 +168,6 @@ def _steps_that_fit(coco, train_set, budget: float, dev, seed: int) -> int:
             break
     step = C.median(times[1:] if len(times) > 1 else times)
     return max(1, int(budget / step))
-
-
-def _plain(batch):
-    return tuple(zip(*batch, strict=True))
 
 
 def tutorial_arm(coco, budget: float, dev, seed: int = 0) -> dict[str, Any]:

@@ -15,6 +15,7 @@ seeded sample of training images, the range found and the range the model uses (
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -166,6 +167,16 @@ def intensity_stats(coco: CocoDataset, settings: dict[str, Any] | None) -> dict[
     return info
 
 
+def box_sides(coco: CocoDataset, image_ids: Iterable[int]) -> list[float]:
+    """``sqrt(w * h)`` of every object (crowd regions left out) of ``image_ids``."""
+    keep = set(image_ids)
+    return [
+        float(np.sqrt(max(float(a["bbox"][2]), 0.0) * max(float(a["bbox"][3]), 0.0)))
+        for a in coco.annotations
+        if a["image_id"] in keep and not a.get("iscrowd", 0)
+    ]
+
+
 def compute_stats(coco: CocoDataset, intensity: dict[str, Any] | None = None) -> dict[str, Any]:
     """Statistics of ``coco``: ``overall``, ``splits`` (per split name) and top-level keys;
     with ``intensity`` settings, also the ``intensity`` block (reads a sample of images)."""
@@ -178,11 +189,7 @@ def compute_stats(coco: CocoDataset, intensity: dict[str, Any] | None = None) ->
         if name in coco.splits
     }
     train_ids = set(coco.splits["train"]) if coco.splits.get("train") else set(all_ids)
-    train_sides = [
-        round(float(np.sqrt(max(float(a["bbox"][2]), 0.0) * max(float(a["bbox"][3]), 0.0))), 2)
-        for a in coco.annotations
-        if a["image_id"] in train_ids and not a.get("iscrowd", 0)
-    ]
+    train_sides = [round(side, 2) for side in box_sides(coco, train_ids)]
     # A tiled dataset trains on tiles: the model's input size and detections per image follow
     # the tiles (the training split), not the whole validation/test scenes.
     tiling = coco.info.get("tiling") if isinstance(coco.info, dict) else None

@@ -42,6 +42,7 @@ from ..modeling.config import (
     parse_section,
 )
 from .coco import CocoDataset
+from .stats import box_sides
 
 logger = logging.getLogger(__name__)
 
@@ -82,14 +83,18 @@ def tile_windows(
 
 
 # ---------------------------------------------------------------------- configuration
-def _overlap(value: Any) -> Any:
-    if is_auto(value):
-        return None
+def check_overlap(value: Any) -> Any:
+    """An overlap setting: a fraction of the tile in [0, 1) or whole pixels (pydantic
+    validator of ``tiling.overlap`` and ``slicing.overlap``)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError("overlap must be auto, a fraction in [0, 1) or a number of pixels")
-    if value < 0 or (1 <= value and not float(value).is_integer()):
+        raise ValueError("overlap must be a fraction in [0, 1) or a number of pixels")
+    if value < 0 or (value >= 1 and not float(value).is_integer()):
         raise ValueError(f"overlap must be a fraction in [0, 1) or whole pixels, got {value}")
     return value
+
+
+def _auto_or_overlap(value: Any) -> Any:
+    return None if is_auto(value) else check_overlap(value)
 
 
 class TilingConfig(ConfigSection):
@@ -102,7 +107,7 @@ class TilingConfig(ConfigSection):
         "auto: tile when the median training image is over auto_factor x tile_size"))
     tile_size: AutoPositiveInt = Field(None, description=(
         "tile side in px; auto: max_input_side / the small-object input scale"))
-    overlap: Annotated[float | None, BeforeValidator(_overlap)] = Field(None, description=(
+    overlap: Annotated[float | None, BeforeValidator(_auto_or_overlap)] = Field(None, description=(
         "fraction of the tile (< 1) or px; auto: the 95th-percentile object side"))
     auto_factor: PositiveNumber = Field(2.0, description=(
         "mode auto tiles when median image side > auto_factor x tile_size"))
@@ -122,13 +127,7 @@ def _train_ids(coco: CocoDataset) -> list[int]:
 
 
 def _object_sides(coco: CocoDataset, ids: Sequence[int]) -> np.ndarray:
-    keep = set(ids)
-    sides = [
-        math.sqrt(max(float(a["bbox"][2]), 0.0) * max(float(a["bbox"][3]), 0.0))
-        for a in coco.annotations
-        if a["image_id"] in keep and not a.get("iscrowd", 0)
-    ]
-    return np.asarray([s for s in sides if s > 0], dtype=float)
+    return np.asarray([s for s in box_sides(coco, ids) if s > 0], dtype=float)
 
 
 def _auto_tile(cfg: TilingConfig, median_side: float, p95: float, image_side: int) -> int:

@@ -22,7 +22,7 @@ import torch
 from pydantic import BeforeValidator, Field, Strict
 from torchvision.ops import batched_nms, box_area, box_iou
 
-from ..data.tiling import tile_windows
+from ..data.tiling import check_overlap, tile_windows
 from ..modeling.config import (
     AutoPositiveInt,
     ConfigSection,
@@ -31,14 +31,6 @@ from ..modeling.config import (
     PositiveNumber,
     parse_section,
 )
-
-
-def _overlap(value: Any) -> Any:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError("overlap must be a fraction in [0, 1) or a number of pixels")
-    if value < 0 or (value >= 1 and not float(value).is_integer()):
-        raise ValueError(f"overlap must be a fraction in [0, 1) or whole pixels, got {value}")
-    return value
 
 
 class SliceConfig(ConfigSection):
@@ -52,7 +44,7 @@ class SliceConfig(ConfigSection):
         "auto: slice when the image is over auto_factor x the training size"))
     tile_size: AutoPositiveInt = Field(256, description=(
         "tile side in px (null in predict: the training image size)"))
-    overlap: Annotated[float, BeforeValidator(_overlap)] = Field(0.2, description=(
+    overlap: Annotated[float, BeforeValidator(check_overlap)] = Field(0.2, description=(
         "overlap of neighbouring tiles: fraction of the tile (< 1) or px"))
     auto_factor: PositiveNumber = Field(2.0, description=(
         "enabled auto slices when max(H, W) > auto_factor x the training size"))
