@@ -13,7 +13,7 @@ export MPLBACKEND := Agg
 export COLUMNS ?= 160
 export PYTHONPATH := $(CURDIR)/src
 
-.PHONY: install lint format run test report predict retrain viz pretrain-study clean-outputs bench
+.PHONY: install lint format run test report predict retrain viz pretrain-study clean-outputs bench airflow
 
 install: $(STAMP)
 
@@ -45,6 +45,12 @@ pretrain-study: install
 
 viz: install
 	$(VENV)/bin/kedro viz build
+
+# Airflow DAGs (kedro-airflow) in ops/airflow: nightly retrain; the study (data, one task per experiment, report).
+airflow: install
+	$(VENV)/bin/kedro airflow create --pipelines=retrain --group-by memory --target-dir ops/airflow
+	$(VENV)/bin/kedro airflow create --pipelines=study --group-by namespace --target-dir ops/airflow \
+	  --jinja-file ops/airflow/dag_template.j2
 
 # Lint and format check (ruff, pinned in requirements.lock); CI runs it before the tests.
 lint: install

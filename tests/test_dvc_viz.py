@@ -3,10 +3,12 @@
 `dvc repro` runs the whole chain, a second `dvc repro` does nothing, `dvc exp run -S` on one
 experiment's parameter re-runs only that experiment (and the report), metrics and plots are
 registered, `dvc push` works offline; `kedro viz build` exports the graph with one namespace per
-experiment."""
+experiment; the committed Airflow DAGs are what kedro-airflow generates now, and the study DAG runs
+the data once, one task per experiment, then the report."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -175,3 +177,77 @@ def test_committed_airflow_dag_matches_the_retrain_pipeline(tmp_path):
         "--target-dir ops/airflow"
     )
     assert 'schedule="0 3 * * *"' in committed and "retrain-promote-if-better" in committed
+
+
+# The study DAG, generated exactly as `make airflow` does (tests/test_dvc_viz.py keeps the two in
+# step: the Makefile's airflow recipe must contain these arguments).
+STUDY_DAG = "ops/airflow/smallobj_pipeline_study_dag.py"
+STUDY_ARGS = (
+    "--pipelines=study --group-by namespace --target-dir ops/airflow "
+    "--jinja-file ops/airflow/dag_template.j2"
+)
+
+
+def _dag_graph(text):
+    """(task ids, namespace each task runs, `>>` edges) parsed from a generated DAG file."""
+    ids = re.findall(r'@task\(task_id="([^"]+)"\)', text)
+    runs = re.findall(r"_run_kedro_node\((?:namespaces|node_names)=\[([^\]]*)\]\)", text)
+    edges = set(re.findall(r'tasks\["([^"]+)"\] >> tasks\["([^"]+)"\]', text))
+    return ids, dict(zip(ids, runs, strict=True)), edges
+
+
+def test_committed_study_dag_matches_a_fresh_generation(tmp_path):
+    """ops/airflow/smallobj_pipeline_study_dag.py is what `make airflow` generates now, with a
+    dag_id of its own (Airflow keeps only one of two DAG files sharing a dag_id)."""
+    args = STUDY_ARGS.replace("ops/airflow ", f"{tmp_path} ").split()
+    sh(REPO, "kedro", "airflow", "create", *args)
+    generated = (tmp_path / Path(STUDY_DAG).name).read_text()
+    assert generated == (REPO / STUDY_DAG).read_text(), "regenerate the DAGs: make airflow"
+    makefile = " ".join((REPO / "Makefile").read_text().replace("\\\n", " ").split())
+    assert f"kedro airflow create {STUDY_ARGS}" in makefile
+    assert "kedro airflow create --pipelines=retrain --group-by memory" in makefile
+    dag_ids = [
+        re.search(r'dag_id="([^"]+)"', p.read_text()).group(1)
+        for p in sorted((REPO / "ops/airflow").glob("*.py"))
+    ]
+    assert len(dag_ids) == len(set(dag_ids)) == 2, dag_ids
+    assert 'dag_id="smallobj-pipeline-study"' in generated and "schedule=None," in generated
+
+
+def test_study_dag_runs_data_once_then_one_task_per_experiment_then_the_report():
+    from smallobj_pipeline.experiments import experiment_names
+
+    names = experiment_names()
+    assert len(names) >= 2
+    ids, runs, edges = _dag_graph((REPO / STUDY_DAG).read_text())
+    experiments = {name.replace("_", "-"): name for name in names}
+    assert sorted(ids) == sorted(["data", "report", *experiments])  # nothing else, each once
+    assert runs["data"] == '"data"' and runs["report"] == '"report"'
+    for task, name in experiments.items():  # one experiment (its whole namespace) per task
+        assert runs[task] == f'"{name}"'
+        assert ("data", task) in edges and (task, "report") in edges
+    assert not any(a in experiments and b in experiments for a, b in edges)  # run side by side
+    assert {b for a, b in edges if a == "report"} == set()
+    assert {a for a, b in edges if b == "data"} == set()
+
+
+def test_study_dag_tasks_share_no_in_memory_dataset(tmp_path):
+    """Each Airflow task is its own process (often another machine): a dataset passed between
+    two tasks must be a file. kedro-airflow's MemoryDataset grouping must not cross tasks."""
+    from kedro.framework.project import pipelines
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+    from kedro_airflow.grouping import group_memory_nodes
+    from kedro_project import chdir, make_project
+
+    project = make_project(tmp_path)
+    with chdir(project):
+        bootstrap_project(project)
+        with KedroSession.create(project_path=project) as session:
+            catalog = session.load_context().catalog
+        study = pipelines["study"]
+        groups = group_memory_nodes(catalog, study)
+    namespace = {n.name: (n.namespace or n.name).split(".")[0] for n in study.nodes}
+    assert {namespace[name] for name in namespace} >= {"data", "report"}
+    for group in groups:
+        assert len({namespace[name] for name in group.nodes}) == 1, group.nodes

@@ -10,6 +10,9 @@
 - ``predict``: a trained model (experiment or champion) on a folder of images, sliced when large.
 - ``pretrain_backbone``: ``data`` + a ResNet pretrained as a classifier (in-domain crops or an
   image folder), saved to ``data/06_models/backbones/NAME.pt`` for ``pretrained: backbone``.
+- ``study``: ``train`` with the data stage in namespace ``data`` and the report in ``report``
+  (dataset names unchanged), for schedulers that make one task per namespace: kedro-airflow
+  ``--group-by namespace`` gives data -> one task per experiment -> report (``make airflow``).
 """
 
 from __future__ import annotations
@@ -40,6 +43,13 @@ def register_pipelines() -> dict[str, Pipeline]:
         "predict": prediction.create_pipeline(),
         "retrain": data + retraining.create_pipeline(),
         "pretrain_backbone": data + pretraining.create_pipeline(),
+        "study": Pipeline(data, namespace="data", prefix_datasets_with_namespace=False)
+        + experiments
+        + Pipeline(
+            reporting.create_pipeline(names),
+            namespace="report",
+            prefix_datasets_with_namespace=False,
+        ),
     }
     pipelines["__default__"] = pipelines["train"]
     return pipelines
