@@ -398,26 +398,51 @@ def apply_transform(
     are dropped first (albumentations refuses them); output boxes under 1 pixel wide or high
     are dropped.
     """
+    image, boxes, labels, _ = apply_transform_with_masks(transform, image, boxes, labels, None)
+    return image, boxes, labels
+
+
+def apply_transform_with_masks(
+    transform: A.Compose | None,
+    image: np.ndarray,
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    masks: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """:func:`apply_transform` with instance masks ``(N, H, W)`` uint8 (or ``None``): they go
+    through the same geometric transforms (albumentations' ``masks`` target), and an object
+    whose box is dropped loses its mask too. Returns ``masks`` ``(M, H', W')``."""
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-    if len(boxes) != len(labels):
-        raise ValueError(f"{len(boxes)} boxes but {len(labels)} labels")
+    if len(boxes) != len(labels) or (masks is not None and len(masks) != len(labels)):
+        n_masks = "no" if masks is None else len(masks)
+        raise ValueError(f"{len(boxes)} boxes, {len(labels)} labels and {n_masks} masks")
     if transform is None:
-        return image, boxes, labels
+        return image, boxes, labels, masks
     height, width = image.shape[:2]
     boxes = boxes.copy()
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
-    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    boxes, labels = boxes[keep], labels[keep]
+    keep = np.flatnonzero((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))
 
-    out = transform(image=image, bboxes=boxes, labels=labels)
+    # the label field carries each object's index, so that its mask follows its box
+    data: dict[str, Any] = {"image": image, "bboxes": boxes[keep], "labels": keep}
+    if masks is not None and len(masks):
+        data["masks"] = list(masks)
+    out = transform(**data)
     new_image = np.asarray(out["image"])
     if image.ndim == 2 and new_image.ndim == 3 and new_image.shape[-1] == 1:
         new_image = new_image[..., 0]
     new_boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
-    new_labels = np.asarray(out["labels"], dtype=np.int64).reshape(-1)
+    index = np.asarray(out["labels"], dtype=np.int64).reshape(-1)
     ok = ((new_boxes[:, 2] - new_boxes[:, 0]) >= MIN_SIDE_PX) & (
         (new_boxes[:, 3] - new_boxes[:, 1]) >= MIN_SIDE_PX
     )
-    return np.ascontiguousarray(new_image), new_boxes[ok], new_labels[ok]
+    new_masks = None
+    if masks is not None:
+        new_h, new_w = new_image.shape[:2]
+        moved = out.get("masks")
+        new_masks = np.zeros((int(ok.sum()), new_h, new_w), dtype=np.uint8)
+        for row, i in enumerate(index[ok]):
+            new_masks[row] = np.asarray(moved[i], dtype=np.uint8)
+    return np.ascontiguousarray(new_image), new_boxes[ok], labels[index[ok]], new_masks

@@ -9,9 +9,10 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DatasetError
-from .augment import apply_transform
+from .augment import apply_transform_with_masks
 from .coco import CocoDataset
 from .intensity import Intensity
+from .masks import image_masks
 
 
 def to_channels(image: np.ndarray, in_channels: int) -> np.ndarray:
@@ -49,6 +50,8 @@ class DetectionDataset(Dataset):
     are left out of the targets. ``transform`` is an albumentations pipeline from
     :mod:`.augment` (train only), or ``None``. ``intensity`` (an :class:`.intensity.Intensity`
     or its dict) says how raw pixels are scaled; ``None``: 8-bit kept, more bits per image.
+    ``masks``: targets also hold ``masks`` ``(N, H, W)`` uint8 (Mask R-CNN), decoded from each
+    annotation's ``segmentation`` when the image is read (:mod:`.masks`).
     """
 
     def __init__(
@@ -58,7 +61,9 @@ class DetectionDataset(Dataset):
         in_channels: int = 1,
         transform: Any = None,
         intensity: Any = None,
+        masks: bool = False,
     ):
+        self.masks = masks
         self.coco = coco
         self.image_ids = list(image_ids)
         self.in_channels = in_channels
@@ -68,10 +73,14 @@ class DetectionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.image_ids)
 
-    def boxes_and_labels(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
-        anns = [
+    def objects(self, image_id: int) -> list[dict[str, Any]]:
+        """The image's annotations that are targets: crowd regions left out."""
+        return [
             a for a in self.coco.annotations_by_image.get(image_id, []) if not a.get("iscrowd", 0)
         ]
+
+    def boxes_and_labels(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
+        anns = self.objects(image_id)
         boxes = np.array([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]
         labels = np.array(
@@ -83,14 +92,42 @@ class DetectionDataset(Dataset):
         image_id = self.image_ids[index]
         image = to_channels(self.coco.read_image(image_id, self.intensity), self.in_channels)
         boxes, labels = self.boxes_and_labels(image_id)
+        masks = self._masks(image_id, image.shape[:2]) if self.masks else None
         if self.transform is not None:
-            image, boxes, labels = apply_transform(self.transform, image, boxes, labels)
+            image, boxes, labels, masks = apply_transform_with_masks(
+                self.transform, image, boxes, labels, masks
+            )
         target = {
             "boxes": torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
             "labels": torch.as_tensor(labels, dtype=torch.int64).reshape(-1),
             "image_id": torch.tensor(image_id),
         }
+        if masks is not None:
+            target["masks"] = torch.from_numpy(np.ascontiguousarray(masks))
         return image_to_tensor(image), target
+
+    def _masks(self, image_id: int, shape: tuple[int, ...]) -> np.ndarray:
+        """The objects' masks at the image's size (a clear error for a bad segmentation)."""
+        img = self.coco.images_by_id[image_id]
+        if (int(img["height"]), int(img["width"])) != tuple(shape):
+            raise DatasetError(
+                f"image id {image_id}: declared {img['width']} x {img['height']}, read "
+                f"{shape[1]} x {shape[0]}: its masks cannot be placed (re-run validation)"
+            )
+        anns = self.objects(image_id)
+        missing = [a["id"] for a in anns if not a.get("segmentation")]
+        if missing:
+            raise DatasetError(
+                f"image id {image_id}: annotation id(s) {missing[:10]} have no segmentation; "
+                "instance segmentation needs a mask for every object (or set model.task: "
+                "detection)"
+            )
+        try:
+            return image_masks(anns, *shape)
+        except (ValueError, TypeError) as exc:
+            raise DatasetError(
+                f"image id {image_id}: a segmentation does not decode: {exc}"
+            ) from None
 
 
 def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[list[torch.Tensor], list[dict]]:

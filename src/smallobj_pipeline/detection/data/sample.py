@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -245,10 +246,11 @@ def _render_image(
     min_side: int,
     max_side: int,
     num_distractors: tuple[int, int],
-) -> tuple[np.ndarray, list[tuple[int, list[int]]]]:
+) -> tuple[np.ndarray, list[tuple[int, list[int], np.ndarray]]]:
+    """The image and its objects: ``(class index, [x, y, w, h], drawn mask)`` each."""
     img = _background(rng, size, size)
     occ = _Occupancy(size, size, margin=2)
-    objects: list[tuple[int, list[int]]] = []
+    objects: list[tuple[int, list[int], np.ndarray]] = []
     n_obj = int(rng.integers(min_objects, max_objects + 1))
     for _ in range(n_obj):
         cls = int(rng.integers(0, len(classes)))
@@ -262,7 +264,7 @@ def _render_image(
         x, y = pos
         contrast = rng.uniform(70.0, 120.0)
         img[y : y + mh, x : x + mw] += contrast * mask
-        objects.append((cls, [x, y, mw, mh]))
+        objects.append((cls, [x, y, mw, mh], mask))
     n_dis = int(rng.integers(num_distractors[0], num_distractors[1] + 1))
     for _ in range(n_dis):
         alpha = _distractor(rng, min_side, max_side)
@@ -340,13 +342,15 @@ def generate_sample_dataset(
     classes: Sequence[str] = ("ring", "cross"),
     channels: int = 1,
     write_splits: bool = False,
+    segmentation: bool = False,
 ) -> Path:
     """Write ``out_dir/images/NNNN.png`` and ``out_dir/annotations.json`` (written last,
     atomically).
 
     ``min_objects`` is a target: an image too small to hold that many non-overlapping objects
     gets as many as fit. With ``write_splits`` also writes ``train/val/test.json`` (70/15/15,
-    seeded). Returns ``out_dir``.
+    seeded). With ``segmentation`` each object also gets COCO polygons tracing exactly its drawn
+    pixels (:func:`mask_polygons`; the images are the same either way). Returns ``out_dir``.
     """
     _check_args(
         num_images,
@@ -372,6 +376,7 @@ def generate_sample_dataset(
         "num_distractors": [int(v) for v in num_distractors],
         "classes": list(classes),
         "channels": int(channels),
+        "segmentation": bool(segmentation),
     }
     images, annotations = _write_images(out_dir, params)
     _write_annotations(out_dir, images, annotations, params, write_splits)
@@ -437,18 +442,50 @@ def _write_images(
         file_name = f"images/{index:04d}.png"
         write_bytes(out_dir / file_name, _png_bytes(arr))
         images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
-        for cls, bbox in objects:
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": cls + 1,
-                    "bbox": [int(v) for v in bbox],
-                    "area": int(bbox[2] * bbox[3]),
-                    "iscrowd": 0,
-                }
-            )
+        for cls, bbox, mask in objects:
+            ann = {
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": cls + 1,
+                "bbox": [int(v) for v in bbox],
+                "area": int(bbox[2] * bbox[3]),
+                "iscrowd": 0,
+            }
+            if params.get("segmentation"):
+                ann["segmentation"] = mask_polygons(mask, bbox[0], bbox[1])
+                ann["area"] = int(mask.sum())  # COCO's area of a mask is its pixel count
+            annotations.append(ann)
     return images, annotations
+
+
+def mask_polygons(mask: np.ndarray, x: int = 0, y: int = 0) -> list[list[float]]:
+    """COCO polygons whose rasterisation by pycocotools gives exactly ``mask``'s pixels, shifted
+    by ``(x, y)``. Polygons cannot have holes: a part with a hole is cut at the hole's column
+    into parts without (their union is the mask); outlines are traced by OpenCV on the mask
+    upsampled 4 times, so they follow pixel edges rather than pixel centres."""
+    polygons = []
+    for piece in _without_holes(np.ascontiguousarray(mask, dtype=np.uint8)):
+        up = np.kron(piece, np.ones((4, 4), np.uint8))
+        contours, _ = cv2.findContours(up, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        for c in contours:
+            if len(c) < 3:
+                continue
+            pts = (c.reshape(-1, 2).astype(np.float64) + 0.5) / 4.0 + (x, y)
+            polygons.append([round(float(v), 3) for v in pts.ravel()])
+    return polygons
+
+
+def _without_holes(mask: np.ndarray) -> list[np.ndarray]:
+    """``mask`` split into pieces without holes (cut through the column of a hole's centre)."""
+    contours, hierarchy = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
+    holes = [] if hierarchy is None else [c for c, h in zip(contours, hierarchy[0]) if h[3] != -1]
+    if not holes:
+        return [mask]
+    cut = int(round(holes[0].reshape(-1, 2)[:, 0].mean())) + 1
+    left, right = mask.copy(), mask.copy()
+    left[:, cut:] = 0
+    right[:, :cut] = 0
+    return [p for part in (left, right) if part.any() for p in _without_holes(part)]
 
 
 def _seeded_splits(ids: list[int], seed: int) -> dict[str, list[int]]:
@@ -461,8 +498,10 @@ def _seeded_splits(ids: list[int], seed: int) -> dict[str, list[int]]:
     return {name: sorted(part) for name, part in zip(SPLIT_NAMES, parts, strict=True)}
 
 
-def dataset_exists(out_dir: str | Path) -> bool:
-    """True when ``out_dir`` holds a readable ``annotations.json`` whose image files all exist."""
+def dataset_exists(out_dir: str | Path, params: dict[str, Any] | None = None) -> bool:
+    """True when ``out_dir`` holds a readable ``annotations.json`` whose image files all exist
+    and, with ``params`` (generator arguments), that was generated with those values (a sample
+    written by other settings, e.g. without ``segmentation``, is not reused)."""
     out_dir = Path(out_dir)
     path = out_dir / ANNOTATIONS_FILE
     if not path.is_file():
@@ -471,6 +510,10 @@ def dataset_exists(out_dir: str | Path) -> bool:
         data = load_json(path)
         images = data.get("images")
         if not isinstance(images, list):
+            return False
+        made_with = (data.get("info") or {}).get("params") or {}
+        if any(made_with.get(k, False if k == "segmentation" else None) != v
+               for k, v in (params or {}).items()):  # fmt: skip
             return False
         return all(safe_join(out_dir, str(img["file_name"])).is_file() for img in images)
     except (DatasetError, KeyError, TypeError):

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 from .coco import SPLIT_NAMES, CocoDataset
 from .intensity import DEFAULT_PERCENTILES, check_settings, dataset_intensity
+from .masks import has_mask
 
 SMALL_AREA = 32.0**2
 MEDIUM_AREA = 96.0**2
@@ -177,6 +178,18 @@ def box_sides(coco: CocoDataset, image_ids: Iterable[int]) -> list[float]:
     ]
 
 
+def mask_counts(coco: CocoDataset, image_ids: Iterable[int]) -> dict[str, int]:
+    """Non-crowd objects of ``image_ids`` and how many carry a segmentation (``model.task:
+    auto`` trains Mask R-CNN when all do)."""
+    objects = [
+        a
+        for i in image_ids
+        for a in coco.annotations_by_image.get(i, [])
+        if not a.get("iscrowd", 0)
+    ]
+    return {"objects": len(objects), "with_mask": sum(1 for a in objects if has_mask(a))}
+
+
 def compute_stats(coco: CocoDataset, intensity: dict[str, Any] | None = None) -> dict[str, Any]:
     """Statistics of ``coco``: ``overall``, ``splits`` (per split name) and top-level keys;
     with ``intensity`` settings, also the ``intensity`` block (reads a sample of images)."""
@@ -214,6 +227,7 @@ def compute_stats(coco: CocoDataset, intensity: dict[str, Any] | None = None) ->
     }
     if tiling:
         out["tiling"] = tiling
+    out["masks"] = mask_counts(coco, train_ids)
     if intensity is not None:
         out["intensity"] = intensity_stats(coco, intensity)
     return out

@@ -41,8 +41,9 @@ def predict_dataset(
     (:func:`.sliced.sliced_predict`, the evaluation of an experiment trained on tiles).
 
     Returns ``(results, timing)``: ``results`` in COCO results format (original image and
-    category ids, ``bbox`` as ``[x, y, w, h]``), and ``timing`` with ``ms_per_image`` (median
-    over batches after the first, i.e. warm) when ``time_images`` is set.
+    category ids, ``bbox`` as ``[x, y, w, h]``, a Mask R-CNN's ``segmentation`` as RLE), and
+    ``timing`` with ``ms_per_image`` (median over batches after the first, i.e. warm) when
+    ``time_images`` is set.
     """
     was_training = model.training
     model.eval()
@@ -64,10 +65,7 @@ def predict_dataset(
             outputs, elapsed = timed_forward(model, images, device, use_amp)
         if time_images:
             per_image_ms.append(elapsed / len(images))
-        outputs = [
-            {k: v.detach().float().cpu() for k, v in out.items() if isinstance(v, torch.Tensor)}
-            for out in outputs
-        ]
+        outputs = [_to_cpu(out) for out in outputs]
         image_ids = [int(t["image_id"]) for t in targets]
         results.extend(predictions_to_coco(outputs, image_ids, dataset.coco.category_of_label))
     model.train(was_training)
@@ -76,6 +74,16 @@ def predict_dataset(
         warm = per_image_ms[1:] if len(per_image_ms) > 1 else per_image_ms
         timing["ms_per_image"] = float(statistics.median(warm))
     return results, timing
+
+
+def _to_cpu(out: dict[str, Any]) -> dict[str, Any]:
+    """A model output's tensors as float CPU tensors; a sliced output's mask RLEs kept."""
+    cpu: dict[str, Any] = {
+        k: v.detach().float().cpu() for k, v in out.items() if isinstance(v, torch.Tensor)
+    }
+    if "rles" in out:
+        cpu["rles"] = out["rles"]
+    return cpu
 
 
 def _timed_sliced(

@@ -51,6 +51,12 @@ What this module adds, because neither library gives it:
 - ``per_class_ap``: ``{category name: {"ap": AP@[.5:.95], "ap_50": AP@.5}}``, only when
   ``per_class`` is set and the ground truth declares more than one category (-1.0: no ground
   truth of that category; faster-coco-eval's ``extended_metrics`` drops such classes).
+
+Masks (Mask R-CNN; ``segm=True``, or predictions that carry ``segmentation`` in COCO RLE): the
+same COCOeval run with ``iouType="segm"`` gives ``segm_map``, ``segm_map_50``, ... ``segm_ar_100``
+(COCO rasterises the ground-truth polygons/RLE itself); ``segm_iou_per_prediction`` /
+``segm_iou_per_gt`` are the IoU means above with mask IoU (pycocotools' ``maskUtils.iou``) in
+place of box IoU, same image, any category, score >= threshold, crowd regions left out.
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ from pycocotools.coco import COCO as PyCOCO
 from pycocotools.cocoeval import COCOeval as PyCOCOeval
 
 from ..constants import COCO_KEYS
+from ..data.masks import encode, rle_iou, to_rle
 from ..errors import ConfigError, DatasetError
 
 BACKENDS = ("faster_coco_eval", "pycocotools")
@@ -86,8 +93,10 @@ def evaluate_detections(
     max_dets: int | None = None,
     per_class: bool = True,
     backend: str = "faster_coco_eval",
+    segm: bool | None = None,
 ) -> dict[str, Any]:
-    """COCO bbox metrics plus IoU per prediction / per ground truth and precision / recall.
+    """COCO bbox metrics plus IoU per prediction / per ground truth and precision / recall;
+    with ``segm`` (``None``: when the predictions carry masks) the mask metrics too.
 
     See the module docstring for every key and convention. Raises :class:`DatasetError` when a
     prediction names an image or category that ``gt`` lacks, :class:`ConfigError` for a bad
@@ -116,7 +125,59 @@ def evaluate_detections(
 
     if per_class and len(gt["categories"]) > 1:
         out["per_class_ap"] = per_class_ap(coco_eval.eval, coco_eval.params, gt["categories"])
+    if segm is None:
+        segm = bool(predictions) and all("segmentation" in p for p in predictions)
+    if segm:
+        out.update(segm_metrics(gt, predictions, score_threshold, largest, backend))
     return out
+
+
+def segm_metrics(
+    gt: dict[str, Any],
+    predictions: list[dict[str, Any]],
+    score_threshold: float,
+    largest: int,
+    backend: str = "faster_coco_eval",
+) -> dict[str, float]:
+    """The ``segm_*`` keys of the module docstring (``gt`` normalised, ``predictions`` checked)."""
+    missing = [i for i, p in enumerate(predictions) if "segmentation" not in p]
+    if missing:
+        raise DatasetError(f"prediction(s) {missing[:10]} have no 'segmentation' for mask metrics")
+    unmasked = [a["id"] for a in gt["annotations"] if not a.get("segmentation")]
+    if unmasked:
+        raise DatasetError(
+            f"ground-truth annotation(s) {unmasked[:10]} have no segmentation: mask metrics "
+            "need a mask for every object"
+        )
+    coco_eval = run_cocoeval(gt, predictions, max_dets_list(largest), backend, iou_type="segm")
+    out = {f"segm_{k}": v for k, v in coco_summary(coco_eval).items()}
+    if not any(not a.get("iscrowd", 0) for a in gt["annotations"]):
+        out.update({f"segm_{k}": -1.0 for k in COCO_KEYS})
+    kept = [p for p in predictions if float(p["score"]) >= score_threshold]
+    out.update(mask_ious(gt, kept))
+    return out
+
+
+def mask_ious(gt: dict[str, Any], predictions: list[dict[str, Any]]) -> dict[str, float]:
+    """``segm_iou_per_prediction`` / ``segm_iou_per_gt``: best mask IoU of each prediction
+    with any object of its image, and of each object with any prediction (0 where none)."""
+    sizes = {img["id"]: (int(img["height"]), int(img["width"])) for img in gt["images"]}
+    gts = _by_image(a for a in gt["annotations"] if not a.get("iscrowd", 0))
+    preds = _by_image(predictions)
+    per_pred: list[np.ndarray] = []
+    per_gt: list[np.ndarray] = []
+    for image_id in set(gts) | set(preds):
+        h, w = sizes[image_id]
+        g = [to_rle(a["segmentation"], h, w) for a in gts.get(image_id, [])]
+        iou = rle_iou([p["segmentation"] for p in preds.get(image_id, [])], g)
+        per_pred.append(iou.max(axis=1) if g else np.zeros(iou.shape[0]))
+        per_gt.append(iou.max(axis=0) if iou.shape[0] else np.zeros(len(g)))
+    pp = np.concatenate(per_pred) if per_pred else np.zeros(0)
+    pg = np.concatenate(per_gt) if per_gt else np.zeros(0)
+    return {
+        "segm_iou_per_prediction": float(pp.mean()) if pp.size else 0.0,
+        "segm_iou_per_gt": float(pg.mean()) if pg.size else 0.0,
+    }
 
 
 def largest_max_dets(
@@ -238,7 +299,7 @@ def _image_results(
         )
     image_id = int(image_id) if isinstance(image_id, int | np.integer) else image_id
     wh = boxes[:, 2:] - boxes[:, :2]
-    return [
+    results = [
         {
             "image_id": image_id,
             "category_id": mapping[int(label)],
@@ -247,6 +308,26 @@ def _image_results(
         }
         for (x1, y1), (w, h), score, label in zip(boxes[:, :2], wh, scores, labels, strict=True)
     ]
+    rles = _output_rles(out)
+    if rles is not None:
+        if len(rles) != len(results):
+            raise ValueError(f"image id {image_id}: {len(rles)} masks for {len(results)} boxes")
+        for result, rle in zip(results, rles, strict=True):
+            result["segmentation"] = rle
+    return results
+
+
+def _output_rles(out: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """A Mask R-CNN output's masks as COCO RLE: ``rles`` as they are (sliced prediction), or
+    ``masks`` ``(N, 1, H, W)`` probabilities thresholded at 0.5, as torchvision's reference
+    evaluation does; ``None`` for a box-only output."""
+    if "rles" in out:
+        return list(out["rles"])
+    if "masks" not in out:
+        return None
+    masks = _to_numpy(out["masks"])
+    masks = masks.reshape(len(masks), *masks.shape[-2:]) > 0.5
+    return [encode(m) for m in masks]
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -267,28 +348,45 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- COCOeval
 def run_cocoeval(
-    gt: dict[str, Any], predictions: list[dict[str, Any]], max_dets: list[int], backend: str
+    gt: dict[str, Any],
+    predictions: list[dict[str, Any]],
+    max_dets: list[int],
+    backend: str,
+    iou_type: str = "bbox",
 ) -> Any:
     """An evaluated and accumulated ``COCOeval`` of ``backend`` with ``params.maxDets =
-    max_dets``; ``gt`` as :func:`normalise_gt` returns it (COCOeval writes into its dicts)."""
+    max_dets`` and ``iou_type`` (``bbox`` or ``segm``); ``gt`` as :func:`normalise_gt` returns
+    it (COCOeval writes into its dicts)."""
     fast = backend == "faster_coco_eval"
     coco_cls = FastCOCO if fast else PyCOCO
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
         coco_gt = _coco_index(coco_cls, gt)
         if predictions:
             # copies: loadRes writes id/area/iscrowd/segmentation into the dicts it gets
-            coco_dt = coco_gt.loadRes([dict(p, bbox=list(p["bbox"])) for p in predictions])
+            coco_dt = coco_gt.loadRes([_result_copy(p, iou_type) for p in predictions])
         else:  # pycocotools' loadRes fails on an empty list; an empty result set is valid
             empty = {"images": list(gt["images"]), "categories": list(gt["categories"])}
             coco_dt = _coco_index(coco_cls, {**empty, "annotations": []})
         if fast:
-            coco_eval = COCOeval_faster(coco_gt, coco_dt, iouType="bbox", print_function=_silent)
+            coco_eval = COCOeval_faster(coco_gt, coco_dt, iouType=iou_type, print_function=_silent)
         else:
-            coco_eval = PyCOCOeval(coco_gt, coco_dt, iouType="bbox")
+            coco_eval = PyCOCOeval(coco_gt, coco_dt, iouType=iou_type)
         coco_eval.params.maxDets = list(max_dets)
         coco_eval.evaluate()
         coco_eval.accumulate()
     return coco_eval
+
+
+def _result_copy(p: dict[str, Any], iou_type: str) -> dict[str, Any]:
+    """A prediction for ``loadRes`` (which writes into the dicts it gets): for ``bbox`` without
+    its mask (loadRes would score the mask), for ``segm`` with its RLE only."""
+    out = {k: v for k, v in p.items() if k != "segmentation"}
+    out["bbox"] = list(p["bbox"])
+    if iou_type == "segm":
+        seg = p["segmentation"]
+        out = {k: v for k, v in out.items() if k != "bbox"}
+        out["segmentation"] = {"size": list(seg["size"]), "counts": seg["counts"]}
+    return out
 
 
 def _coco_index(coco_cls: type, dataset: dict[str, Any]) -> Any:

@@ -8,7 +8,9 @@ are shifted back to image coordinates, optionally joined by a whole-image pass (
 objects), and the lot is merged per class: torchvision's ``batched_nms`` (IoU), or SAHI's
 greedy non-maximum *merging* (the default), which replaces a group of matching boxes by their
 union, matched by IoS (intersection over the smaller box) so that the part of an object seen by
-one tile joins the whole object seen by the next.
+one tile joins the whole object seen by the next. Masks (Mask R-CNN) follow their boxes: each
+is kept as the crop of its box (:class:`MaskPiece`), and a merged group's mask is the union of
+its members' masks pasted into the image, before it is written as COCO RLE.
 
 The greedy merge is written here (about 30 lines) because torchvision has only suppression and
 SAHI is not a dependency.
@@ -18,10 +20,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
+import numpy as np
 import torch
 from pydantic import BeforeValidator, Field, Strict
 from torchvision.ops import batched_nms, box_area, box_iou
 
+from ..data.masks import encode
 from ..data.tiling import check_overlap, tile_windows
 from ..modeling.config import (
     AutoPositiveInt,
@@ -91,18 +95,17 @@ def pairwise_overlap(a: torch.Tensor, b: torch.Tensor, metric: str) -> torch.Ten
     return inter / smaller
 
 
-def greedy_merge(
+def merge_groups(
     boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, threshold: float, metric: str
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """SAHI's greedy non-maximum merging, per class: the best-scoring box left absorbs every
-    remaining box of its class that overlaps it by ``threshold`` or more (``metric``); the group
-    becomes the union of its boxes, with the best score."""
-    out_boxes, out_scores, out_labels = [], [], []
+) -> list[list[int]]:
+    """SAHI's greedy non-maximum merging, per class, as groups of indices (each group led by its
+    best-scoring box): the best-scoring box left absorbs every remaining box of its class that
+    overlaps it by ``threshold`` or more (``metric``)."""
+    groups: list[list[int]] = []
     for label in labels.unique():
         idx = torch.nonzero(labels == label).flatten()
         idx = idx[scores[idx].argsort(descending=True)]
-        cls_boxes = boxes[idx]
-        overlap = pairwise_overlap(cls_boxes, cls_boxes, metric)
+        overlap = pairwise_overlap(boxes[idx], boxes[idx], metric)
         free = torch.ones(len(idx), dtype=torch.bool, device=boxes.device)
         for i in range(len(idx)):
             if not free[i]:
@@ -110,29 +113,57 @@ def greedy_merge(
             group = free & (overlap[i] >= threshold)
             group[i] = True
             free &= ~group
-            members = cls_boxes[group]
-            union = torch.cat([members[:, :2].min(dim=0).values, members[:, 2:].max(dim=0).values])
-            out_boxes.append(union)
-            out_scores.append(scores[idx[i]])
-            out_labels.append(label)
-    if not out_boxes:
-        return boxes[:0], scores[:0], labels[:0]
-    merged = torch.stack(out_boxes), torch.stack(out_scores), torch.stack(out_labels)
-    order = merged[1].argsort(descending=True)
-    return merged[0][order], merged[1][order], merged[2][order]
+            members = idx[group].tolist()
+            lead = int(idx[i])
+            groups.append([lead] + [m for m in members if m != lead])
+    return groups
+
+
+def greedy_merge(
+    boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, threshold: float, metric: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SAHI's greedy non-maximum merging (:func:`merge_groups`): each group becomes the union of
+    its boxes, with the best score; sorted by descending score."""
+    boxes, scores, labels, _ = _merged(boxes, scores, labels, merge_groups(
+        boxes, scores, labels, threshold, metric
+    ))  # fmt: skip
+    return boxes, scores, labels
+
+
+def _merged(boxes, scores, labels, groups: list[list[int]]):
+    """Each group as its union box, its leader's score and label, by descending score; and the
+    groups in that order."""
+    if not groups:
+        return boxes[:0], scores[:0], labels[:0], []
+    union = torch.stack(
+        [
+            torch.cat([boxes[g, :2].min(dim=0).values, boxes[g, 2:].max(dim=0).values])
+            for g in groups
+        ]
+    )
+    leads = torch.tensor([g[0] for g in groups], device=boxes.device)
+    order = scores[leads].argsort(descending=True)
+    return union[order], scores[leads][order], labels[leads][order], [groups[i] for i in order]
 
 
 def merge_detections(
     boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, cfg: SliceConfig
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The tiles' detections (in image coordinates) merged per class as ``cfg`` says."""
+    merged = _merge_with_groups(boxes, scores, labels, cfg)
+    return merged[0], merged[1], merged[2]
+
+
+def _merge_with_groups(boxes, scores, labels, cfg: SliceConfig):
+    """:func:`merge_detections` plus the indices each output box was made from."""
     if cfg.merge == "nmm":
-        return greedy_merge(boxes, scores, labels, cfg.iou_threshold, cfg.match_metric)
+        groups = merge_groups(boxes, scores, labels, cfg.iou_threshold, cfg.match_metric)
+        return _merged(boxes, scores, labels, groups)
     if cfg.match_metric == "iou":
         keep = batched_nms(boxes, scores, labels, cfg.iou_threshold)
-        return boxes[keep], scores[keep], labels[keep]
-    keep = _suppress(boxes, scores, labels, cfg.iou_threshold)
-    return boxes[keep], scores[keep], labels[keep]
+    else:
+        keep = _suppress(boxes, scores, labels, cfg.iou_threshold)
+    return boxes[keep], scores[keep], labels[keep], [[int(i)] for i in keep]
 
 
 def _suppress(boxes, scores, labels, threshold: float) -> torch.Tensor:
@@ -148,17 +179,60 @@ def _suppress(boxes, scores, labels, threshold: float) -> torch.Tensor:
     return order[alive]
 
 
+# ---------------------------------------------------------------------- masks of tiles
+class MaskPiece:
+    """One detection's binary mask as the crop of its box, placed at ``(x, y)`` of the image:
+    a tile's masks are kept this small, never as whole-image arrays."""
+
+    def __init__(self, x: int, y: int, crop: torch.Tensor):
+        self.x, self.y, self.crop = x, y, crop
+
+    @classmethod
+    def from_output(cls, mask: torch.Tensor, box: torch.Tensor, dx: int, dy: int) -> MaskPiece:
+        """``mask`` ``(1, h, w)`` probabilities of a tile at ``(dx, dy)``, cut to ``box``."""
+        h, w = mask.shape[-2:]
+        x1, y1 = max(int(box[0]), 0), max(int(box[1]), 0)
+        x2, y2 = min(int(torch.ceil(box[2])), w), min(int(torch.ceil(box[3])), h)
+        crop = mask[0, y1:y2, x1:x2] > 0.5
+        return cls(x1 + dx, y1 + dy, crop.cpu())
+
+    @staticmethod
+    def union(pieces: list[MaskPiece]) -> MaskPiece:
+        """The pixels of any of ``pieces`` (a merged group's mask: pasted before merging)."""
+        x = min(p.x for p in pieces)
+        y = min(p.y for p in pieces)
+        w = max(p.x + p.crop.shape[1] for p in pieces) - x
+        h = max(p.y + p.crop.shape[0] for p in pieces) - y
+        out = torch.zeros((max(h, 0), max(w, 0)), dtype=torch.bool)
+        for p in pieces:
+            ph, pw = p.crop.shape
+            out[p.y - y : p.y - y + ph, p.x - x : p.x - x + pw] |= p.crop
+        return MaskPiece(x, y, out)
+
+    def full(self, height: int, width: int) -> np.ndarray:
+        """The mask as a ``(height, width)`` uint8 array."""
+        out = np.zeros((height, width), dtype=np.uint8)
+        crop = self.crop.numpy()[: max(height - self.y, 0), : max(width - self.x, 0)]
+        out[self.y : self.y + crop.shape[0], self.x : self.x + crop.shape[1]] = crop
+        return out
+
+
+def _pieces(out: dict[str, torch.Tensor], dx: int, dy: int) -> list[MaskPiece]:
+    return [
+        MaskPiece.from_output(m, b, dx, dy) for m, b in zip(out["masks"], out["boxes"], strict=True)
+    ]
+
+
 @torch.inference_mode()
-def sliced_predict(
-    model: torch.nn.Module, image: torch.Tensor, cfg: SliceConfig
-) -> dict[str, torch.Tensor]:
+def sliced_predict(model: torch.nn.Module, image: torch.Tensor, cfg: SliceConfig) -> dict[str, Any]:
     """Predict one ``(C, H, W)`` image tile by tile; returns ``boxes`` (xyxy), ``scores``,
-    ``labels`` and ``num_tiles``."""
+    ``labels``, ``num_tiles`` and, for a Mask R-CNN, ``rles``: each detection's mask in COCO
+    RLE, the masks of a merged group pasted into the image and joined first."""
     model.eval()
     _, height, width = image.shape
     windows = tile_windows(width, height, int(cfg.tile_size), cfg.overlap)
     tiles = [image[:, y : y + h, x : x + w] for x, y, w, h in windows]
-    boxes, scores, labels = [], [], []
+    boxes, scores, labels, pieces = [], [], [], []
     for i in range(0, len(tiles), cfg.batch_size):
         outputs = model(tiles[i : i + cfg.batch_size])
         for out, (x, y, _w, _h) in zip(outputs, windows[i : i + cfg.batch_size], strict=True):
@@ -166,10 +240,22 @@ def sliced_predict(
             boxes.append(out["boxes"] + shift)
             scores.append(out["scores"])
             labels.append(out["labels"])
+            if "masks" in out:
+                pieces.extend(_pieces(out, x, y))
     if cfg.include_full_image and len(tiles) > 1:
         out = model([image])[0]
         boxes.append(out["boxes"])
         scores.append(out["scores"])
         labels.append(out["labels"])
-    merged = merge_detections(torch.cat(boxes), torch.cat(scores), torch.cat(labels), cfg)
-    return {"boxes": merged[0], "scores": merged[1], "labels": merged[2], "num_tiles": len(tiles)}
+        if "masks" in out:
+            pieces.extend(_pieces(out, 0, 0))
+    merged = _merge_with_groups(torch.cat(boxes), torch.cat(scores), torch.cat(labels), cfg)
+    result: dict[str, Any] = {
+        "boxes": merged[0], "scores": merged[1], "labels": merged[2], "num_tiles": len(tiles),
+    }  # fmt: skip
+    if pieces:
+        result["rles"] = [
+            encode(MaskPiece.union([pieces[i] for i in group]).full(height, width))
+            for group in merged[3]
+        ]
+    return result

@@ -270,6 +270,7 @@ PositivePerChannel = Annotated[
     PositiveNumber | list[PositiveNumber] | None, BeforeValidator(_auto_is_none)
 ]
 HeadInit = Literal["default", "xavier", "normal"]
+Task = Literal["auto", "detection", "instance_segmentation"]
 
 
 class ModelConfig(ConfigSection):
@@ -285,6 +286,8 @@ class ModelConfig(ConfigSection):
     SECTION: ClassVar[str] = "model"
 
     # fmt: off
+    task: Task = Field(AUTO, description=(
+        "auto | detection | instance_segmentation (auto: masks when every object has one)"))
     variant: Variant = Field("v1", description="v1 | v2 (fasterrcnn_resnet50_fpn_v2-style heads)")
     backbone: Backbone = Field("resnet50", description="ResNet body under the FPN (layers 1-4)")
     pretrained: Pretrained = Field("none", description=(
@@ -346,6 +349,11 @@ class ModelConfig(ConfigSection):
 
     # ------------------------------------------------------------------ derived flags
     @property
+    def with_masks(self) -> bool:
+        """Mask R-CNN (instance segmentation) rather than Faster R-CNN."""
+        return self.task == "instance_segmentation"
+
+    @property
     def is_pretrained(self) -> bool:
         return self.pretrained != "none"
 
@@ -355,13 +363,14 @@ class ModelConfig(ConfigSection):
         return self.is_pretrained and self.in_channels != 3
 
     def uses_torchvision_coco_v1(self) -> bool:
-        """The legacy COCO v1 file of torchvision, whose frozen BN uses eps 0."""
+        """The legacy COCO v1 file of torchvision (Faster or Mask R-CNN), whose frozen BN uses
+        eps 0."""
         if self.pretrained != "full" or self.variant != "v1":
             return False
         spec = self.weights_path
         if spec is None or spec.strip().lower() in ("torchvision", "default", ""):
             return True
-        return Path(spec).name == W.torchvision_weight_filename("full", "resnet50", "v1")
+        return Path(spec).name == W.torchvision_weight_filename("full", "resnet50", "v1", self.task)
 
     # ------------------------------------------------------------------ resolution
     def resolved(self) -> ModelConfig:
@@ -379,6 +388,7 @@ class ModelConfig(ConfigSection):
             eps = FROZEN_BN_EPS_COCO_V1 if self.uses_torchvision_coco_v1() else FROZEN_BN_EPS
         return self.model_copy(
             update={
+                "task": "detection" if self.task == AUTO else self.task,
                 "norm": norm,
                 "frozen_bn_eps": float(eps),
                 "trainable_layers": self._resolved_trainable_layers(),

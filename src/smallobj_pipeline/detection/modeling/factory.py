@@ -1,9 +1,12 @@
-"""The model factory: torchvision Faster R-CNN (v1 or v2 heads) on a ResNet18/34/50/101-FPN.
+"""The model factory: torchvision Faster R-CNN, or Mask R-CNN (``model.task:
+instance_segmentation``), with v1 or v2 heads on a ResNet18/34/50/101-FPN.
 
 Built from torchvision's own components, mirroring ``fasterrcnn_resnet50_fpn`` (v1: RPNHead with
 one conv, TwoMLPHead) and ``fasterrcnn_resnet50_fpn_v2`` (v2: RPNHead with two convs,
-FastRCNNConvFCHead with 4 convs + 1 FC and BatchNorm, FPN with BatchNorm), so parameter counts
-and state-dict keys equal torchvision's for any backbone. Pretrained weights come from local
+FastRCNNConvFCHead with 4 convs + 1 FC and BatchNorm, FPN with BatchNorm), and for masks
+``maskrcnn_resnet50_fpn`` (MaskRCNNHeads of 4 convs, MaskRCNNPredictor) and ``_v2`` (the mask
+convs with BatchNorm), so parameter counts and state-dict keys equal torchvision's for any
+backbone. Pretrained weights come from local
 files only (see :mod:`.weights`); nothing is ever downloaded.
 
 ``build_model(cfg, num_classes)``: ``cfg`` is a :class:`~.config.ModelConfig` or a plain dict of its
@@ -33,6 +36,7 @@ from torchvision.models.detection.faster_rcnn import (
     FastRCNNPredictor,
     TwoMLPHead,
 )
+from torchvision.models.detection.mask_rcnn import MaskRCNN, MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops.misc import FrozenBatchNorm2d
 
@@ -46,6 +50,8 @@ GN_GROUPS = 32
 RESNET_STEM_CHANNELS = 64
 BOX_HEAD_DIM = 1024  # representation size of both box heads (TwoMLPHead, FastRCNNConvFCHead)
 ROI_RESOLUTION = 7  # MultiScaleRoIAlign output size, FasterRCNN's default box_roi_pool
+MASK_LAYERS = (256, 256, 256, 256)  # MaskRCNNHeads' convs, as both torchvision builders
+MASK_DIM = 256  # MaskRCNNPredictor's transposed-conv channels
 
 
 # ---------------------------------------------------------------------- building blocks
@@ -137,14 +143,20 @@ def _misfit(missing: list[str], mismatched: list[str]) -> str:
     return "; ".join(parts)
 
 
-def _rename_legacy_rpn_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """torchvision's COCO v1 file predates RPNHead version 2 (``rpn.head.conv.weight`` ->
-    ``rpn.head.conv.0.0.weight``); RPNHead renames on load, but the checks here need it first."""
+def _rename_legacy_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """torchvision's COCO v1 files predate RPNHead and MaskRCNNHeads version 2
+    (``rpn.head.conv.weight`` -> ``rpn.head.conv.0.0.weight``, ``roi_heads.mask_head.mask_fcn1``
+    -> ``roi_heads.mask_head.0.0``); the heads rename on load, but the checks here need it first."""
     out = dict(state)
+    renames = [("rpn.head.conv", "rpn.head.conv.0.0")] + [
+        (f"roi_heads.mask_head.mask_fcn{i + 1}", f"roi_heads.mask_head.{i}.0")
+        for i in range(len(MASK_LAYERS))
+    ]
     for kind in ("weight", "bias"):
-        old, new = f"rpn.head.conv.{kind}", f"rpn.head.conv.0.0.{kind}"
-        if old in out and new not in out:
-            out[new] = out.pop(old)
+        for old_prefix, new_prefix in renames:
+            old, new = f"{old_prefix}.{kind}", f"{new_prefix}.{kind}"
+            if old in out and new not in out:
+                out[new] = out.pop(old)
     return out
 
 
@@ -172,7 +184,7 @@ def _normal_heads_(rpn_head: nn.Module, box_predictor: FastRCNNPredictor) -> Non
 
 def _weights_source(c: ModelConfig, kind: str) -> Path:
     return W.resolve_weight_file(
-        c.weights_path, kind, c.backbone, variant=c.variant, search_dirs=c.weights_dir
+        c.weights_path, kind, c.backbone, variant=c.variant, search_dirs=c.weights_dir, task=c.task
     )
 
 
@@ -269,6 +281,21 @@ def _heads(
     return rpn_head, box_head, box_predictor
 
 
+def _mask_heads(c: ModelConfig, out_channels: int, num_classes: int) -> tuple[nn.Module, nn.Module]:
+    """Mask head (4 convs; v2: with the head norm) and predictor, initialised per ``head_init``
+    (default: torchvision's Kaiming; xavier; normal: Detectron's N(0, 0.001) mask logits)."""
+    norm = _head_norm(c) if c.variant == "v2" else None
+    mask_head = MaskRCNNHeads(out_channels, list(MASK_LAYERS), 1, norm_layer=norm)
+    mask_predictor = MaskRCNNPredictor(MASK_LAYERS[-1], MASK_DIM, num_classes + 1)
+    if c.head_init == "xavier":
+        _xavier_(mask_head)
+        _xavier_(mask_predictor)
+    elif c.head_init == "normal":
+        nn.init.normal_(mask_predictor.mask_fcn_logits.weight, std=0.001)
+        nn.init.zeros_(mask_predictor.mask_fcn_logits.bias)
+    return mask_head, mask_predictor
+
+
 # the ModelConfig keys passed to FasterRCNN under the same name
 DETECTOR_KEYS = (
     "max_size",
@@ -282,13 +309,20 @@ DETECTOR_KEYS = (
 )  # fmt: skip
 
 
-def _faster_rcnn(backbone: nn.Module, c: ModelConfig, num_classes: int) -> FasterRCNN:
+def _detector(backbone: nn.Module, c: ModelConfig, num_classes: int) -> FasterRCNN:
+    """Faster R-CNN, or Mask R-CNN (a FasterRCNN subclass) when ``c.with_masks``."""
     anchor_generator = _anchor_generator(c)
     num_anchors = anchor_generator.num_anchors_per_location()[0]
     rpn_head, box_head, box_predictor = _heads(c, backbone.out_channels, num_anchors, num_classes)
-    return FasterRCNN(
+    masks: dict[str, nn.Module] = {}
+    if c.with_masks:
+        masks["mask_head"], masks["mask_predictor"] = _mask_heads(
+            c, backbone.out_channels, num_classes
+        )
+    return (MaskRCNN if c.with_masks else FasterRCNN)(
         backbone,
         num_classes=None,
+        **masks,
         min_size=tuple(c.min_size) if isinstance(c.min_size, list) else c.min_size,
         image_mean=list(c.image_mean),
         image_std=list(c.image_std),
@@ -301,11 +335,11 @@ def _faster_rcnn(backbone: nn.Module, c: ModelConfig, num_classes: int) -> Faste
 
 
 def _load_full_weights(model: FasterRCNN, c: ModelConfig) -> dict[str, Any]:
-    """COCO Faster R-CNN weights into ``model``: the predictor (other classes), an adapted
+    """COCO Faster (Mask) R-CNN weights into ``model``: the predictors (other classes), an adapted
     conv1 and RPN outputs for another number of anchors per location stay new."""
     path = _weights_source(c, "full")
-    state = _rename_legacy_rpn_keys(W.load_state_dict(path))
-    new = ["roi_heads.box_predictor."]
+    state = _rename_legacy_keys(W.load_state_dict(path))
+    new = ["roi_heads.box_predictor.", "roi_heads.mask_predictor.mask_fcn_logits."]
     conv1_key = "backbone.body.conv1.weight"
     conv1 = model.backbone.body.conv1
     conv1_note = _conv1_note(state[conv1_key], conv1.weight, c) if conv1_key in state else None
@@ -320,7 +354,7 @@ def _load_full_weights(model: FasterRCNN, c: ModelConfig) -> dict[str, Any]:
         state,
         new_prefixes=new,
         source=str(path),
-        what=f"Faster R-CNN {c.variant} ({c.backbone})",
+        what=f"{'Mask' if c.with_masks else 'Faster'} R-CNN {c.variant} ({c.backbone})",
     )
     if conv1_note:
         _copy_adapted_conv1(conv1, state[conv1_key], c, path)
@@ -370,7 +404,7 @@ def build_model(
     body = _resnet_body(c)
     if read_files and c.pretrained == "backbone":
         load_report = _load_backbone_weights(body, c)
-    model = _faster_rcnn(_fpn_backbone(body, c, load_report), c, num_classes)
+    model = _detector(_fpn_backbone(body, c, load_report), c, num_classes)
     if read_files and c.pretrained == "full":
         load_report = _load_full_weights(model, c)
     if load_report is not None:

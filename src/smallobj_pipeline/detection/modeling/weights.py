@@ -35,6 +35,8 @@ from torchvision.models import (
 from torchvision.models.detection import (
     FasterRCNN_ResNet50_FPN_V2_Weights,
     FasterRCNN_ResNet50_FPN_Weights,
+    MaskRCNN_ResNet50_FPN_V2_Weights,
+    MaskRCNN_ResNet50_FPN_Weights,
 )
 
 from ..checkpoint import load_checkpoint
@@ -58,16 +60,24 @@ def _backbone_enums() -> dict[str, Any]:
     }
 
 
-def _full_enums() -> dict[str, Any]:
+def _full_enums(task: str = "detection") -> dict[str, Any]:
+    if task == "instance_segmentation":
+        return {
+            "v1": MaskRCNN_ResNet50_FPN_Weights.COCO_V1,
+            "v2": MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1,
+        }
     return {
         "v1": FasterRCNN_ResNet50_FPN_Weights.COCO_V1,
         "v2": FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1,
     }
 
 
-def torchvision_weight_url(kind: str, arch: str, variant: str = "v1") -> str:
-    """Download address of torchvision's file for ``(kind, arch[, variant])`` (read from the
-    installed torchvision's weight enums, not hard-coded)."""
+def torchvision_weight_url(
+    kind: str, arch: str, variant: str = "v1", task: str = "detection"
+) -> str:
+    """Download address of torchvision's file for ``(kind, arch[, variant, task])`` (read from
+    the installed torchvision's weight enums, not hard-coded); ``task`` instance_segmentation
+    names the COCO Mask R-CNN files."""
     if kind == "backbone":
         enums = _backbone_enums()
         if arch not in enums:
@@ -83,24 +93,35 @@ def torchvision_weight_url(kind: str, arch: str, variant: str = "v1") -> str:
                 f"(v1 and v2), not for {arch!r}: use pretrained 'backbone' (ImageNet) or 'none' "
                 f"for {arch}"
             )
-        enums = _full_enums()
+        enums = _full_enums(task)
         if variant not in enums:
             raise ConfigError(f"unknown variant {variant!r} for full weights; valid: {list(enums)}")
         return enums[variant].url
     raise ConfigError(f"unknown weight kind {kind!r}; valid: 'backbone', 'full'")
 
 
-def torchvision_weight_filename(kind: str, arch: str, variant: str = "v1") -> str:
+def torchvision_weight_filename(
+    kind: str, arch: str, variant: str = "v1", task: str = "detection"
+) -> str:
     """Exact file name torchvision gives the file (e.g. ``resnet18-f37072fd.pth``)."""
-    return torchvision_weight_url(kind, arch, variant).rsplit("/", 1)[-1]
+    return torchvision_weight_url(kind, arch, variant, task).rsplit("/", 1)[-1]
 
 
 def torchvision_weight_files() -> dict[str, str]:
-    """``{"backbone/resnet18": "resnet18-f37072fd.pth", ..., "full/resnet50_v1": ...}``."""
+    """``{"backbone/resnet18": "resnet18-f37072fd.pth", ..., "full/resnet50_v1": ...,
+    "full_masks/resnet50_v1": ...}`` (``full_masks``: COCO Mask R-CNN)."""
     out = {f"backbone/{a}": torchvision_weight_filename("backbone", a) for a in BACKBONE_ARCHS}
     out.update(
         {
             f"full/resnet50_{v}": torchvision_weight_filename("full", "resnet50", v)
+            for v in FULL_VARIANTS
+        }
+    )
+    out.update(
+        {
+            f"full_masks/resnet50_{v}": torchvision_weight_filename(
+                "full", "resnet50", v, "instance_segmentation"
+            )
             for v in FULL_VARIANTS
         }
     )
@@ -130,11 +151,13 @@ def resolve_weight_file(
     arch: str,
     variant: str = "v1",
     search_dirs: str | Path | Iterable[str | Path] | None = None,
+    task: str = "detection",
 ) -> Path:
     """Find the weight file for ``spec`` (see the module docstring). Never downloads.
 
     ``kind``: ``"backbone"`` (ImageNet classifier weights for the ResNet body) or ``"full"`` (COCO
-    Faster R-CNN weights; resnet50 v1/v2 only, else :class:`ConfigError`). ``search_dirs``: where
+    Faster R-CNN weights, or Mask R-CNN's with ``task="instance_segmentation"``; resnet50 v1/v2
+    only, else :class:`ConfigError`). ``search_dirs``: where
     bare names (and, after the hub cache, torchvision files) are looked up; ``None`` means
     ``data/06_models/backbones``.
     """
@@ -144,7 +167,7 @@ def resolve_weight_file(
         spec = None
     dirs = _as_dirs(search_dirs)
     if spec is None:
-        return _torchvision_file(kind, arch, variant, dirs)
+        return _torchvision_file(kind, arch, variant, dirs, task)
     path = Path(spec).expanduser()
     if isinstance(spec, Path) or _looks_like_path(str(spec)) or path.is_file():
         if path.is_file():
@@ -156,9 +179,11 @@ def resolve_weight_file(
     return _named_file(str(spec), kind, dirs)
 
 
-def _torchvision_file(kind: str, arch: str, variant: str, dirs: list[Path]) -> Path:
+def _torchvision_file(
+    kind: str, arch: str, variant: str, dirs: list[Path], task: str = "detection"
+) -> Path:
     """torchvision's file for the architecture, in the hub cache or ``dirs``."""
-    url = torchvision_weight_url(kind, arch, variant)  # ConfigError for unsupported archs
+    url = torchvision_weight_url(kind, arch, variant, task)  # ConfigError for unsupported archs
     name = url.rsplit("/", 1)[-1]
     hub = hub_checkpoint_dir()
     for d in [hub, *dirs]:
@@ -167,7 +192,7 @@ def _torchvision_file(kind: str, arch: str, variant: str, dirs: list[Path]) -> P
     what = (
         f"ImageNet weights for the {arch} backbone"
         if kind == "backbone"
-        else f"COCO Faster R-CNN {variant} weights ({arch})"
+        else f"COCO {_detector_name(task)} {variant} weights ({arch})"
     )
     also = f" (also looked in: {', '.join(str(d.resolve()) for d in dirs)})" if dirs else ""
     raise WeightsError(
@@ -177,6 +202,10 @@ def _torchvision_file(kind: str, arch: str, variant: str, dirs: list[Path]) -> P
         "$TORCH_HOME/hub/checkpoints), or set model.weights_path to the file's path, or use "
         "pretrained: none."
     )
+
+
+def _detector_name(task: str) -> str:
+    return "Mask R-CNN" if task == "instance_segmentation" else "Faster R-CNN"
 
 
 def _named_file(name: str, kind: str, dirs: list[Path]) -> Path:

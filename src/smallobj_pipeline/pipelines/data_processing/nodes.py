@@ -22,14 +22,16 @@ logger = logging.getLogger(__name__)
 
 def load_raw_dataset(dataset: dict[str, Any]) -> CocoDataset:
     """Read the COCO directory at ``dataset.root``; create the bundled sample there first when
-    ``dataset.root`` is the sample's location and it does not exist yet.
+    ``dataset.root`` is the sample's location and it does not exist yet (or was generated with
+    other settings).
 
     ``dataset.root`` is a parameter, not a catalog entry, because users point it at their data at
     run time (``--params="dataset.root=..."``)."""
     root = Path(dataset["root"])
     sample = dataset.get("sample") or {}
-    if sample and root.resolve() == Path(sample["root"]).resolve() and not dataset_exists(root):
-        gen = {k: v for k, v in sample.items() if k != "root"}
+    gen = {k: v for k, v in sample.items() if k != "root"}
+    is_sample = bool(sample) and root.resolve() == Path(sample["root"]).resolve()
+    if is_sample and not dataset_exists(root, gen):
         logger.info("Generating the bundled sample dataset in %s (%s)", root, gen)
         generate_sample_dataset(root, **gen)
     coco = CocoDataset.from_dir(root)

@@ -1,0 +1,189 @@
+"""Instance masks of COCO annotations: reading, writing, cutting to tiles and checking them.
+
+The COCO ``segmentation`` field is one of
+- polygons: a list of parts, each ``[x1, y1, x2, y2, ...]`` pixels (at least 3 points);
+- uncompressed RLE: ``{"size": [height, width], "counts": [int, ...]}`` (column-major runs);
+- compressed RLE: ``{"size": [height, width], "counts": "<COCO's string>"}``.
+
+Rasterising, run-length coding, area and box come from pycocotools' mask utilities
+(``frPyObjects``, ``merge``, ``decode``, ``encode``, ``area``, ``toBbox``), so masks are exactly
+COCO's (the same pixels COCOeval scores). What is written here, because pycocotools has no
+function for it: telling the three forms apart, naming what is wrong with a malformed one
+(for validation, with the annotation's id), cutting a segmentation to a tile window and the
+measures validation checks (points outside the image, mask pixels outside the box).
+
+Masks are decoded one image at a time (:func:`image_masks`), never held for a whole dataset.
+An empty ``segmentation`` (``[]``, ``{}`` or absent), as box-only exports write it, means "no
+mask".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+POLYGON = "polygon"
+RLE = "rle"
+RLE_UNCOMPRESSED = "rle_uncompressed"
+
+
+def has_mask(ann: Mapping[str, Any]) -> bool:
+    """The annotation carries a (non-empty) segmentation."""
+    seg = ann.get("segmentation")
+    return bool(seg) and isinstance(seg, list | dict)
+
+
+def segmentation_kind(seg: Any) -> str:
+    """``polygon``, ``rle`` or ``rle_uncompressed``; :class:`ValueError` saying what is wrong
+    when ``seg`` is none of them."""
+    if isinstance(seg, dict):
+        size, counts = seg.get("size"), seg.get("counts")
+        if not (isinstance(size, list | tuple) and len(size) == 2):
+            raise ValueError(f"RLE 'size' must be [height, width], got {size!r}")
+        if not all(isinstance(v, int) and v >= 0 for v in size):
+            raise ValueError(f"RLE 'size' must be two non-negative integers, got {size!r}")
+        if isinstance(counts, str | bytes):
+            return RLE
+        if isinstance(counts, list) and all(isinstance(v, int) and v >= 0 for v in counts):
+            if sum(counts) != size[0] * size[1]:
+                raise ValueError(
+                    f"uncompressed RLE counts sum to {sum(counts)}, not height x width "
+                    f"{size[0]} x {size[1]} = {size[0] * size[1]}"
+                )
+            return RLE_UNCOMPRESSED
+        raise ValueError("RLE 'counts' must be a string or a list of non-negative integers")
+    if isinstance(seg, list) and seg:
+        for i, part in enumerate(seg):
+            if not isinstance(part, list) or not all(_finite(v) for v in part):
+                raise ValueError(f"polygon part {i} is not a list of finite numbers")
+            if len(part) % 2:
+                raise ValueError(f"polygon part {i} has an odd number of coordinates ({len(part)})")
+        return POLYGON
+    raise ValueError(f"segmentation must be polygons (a list) or RLE (a dict), got {seg!r:.60}")
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def fewest_polygon_points(seg: Any) -> int | None:
+    """The fewest points of any part of a polygon segmentation (None for RLE)."""
+    if segmentation_kind(seg) != POLYGON:
+        return None
+    return min(len(part) // 2 for part in seg)
+
+
+def to_rle(seg: Any, height: int, width: int) -> dict[str, Any]:
+    """One compressed RLE of ``seg`` (parts merged) for an image of ``height`` x ``width``."""
+    kind = segmentation_kind(seg)
+    if kind == POLYGON:
+        parts = [p for p in seg if len(p) >= 6]  # a part of < 3 points has no area
+        if not parts:
+            return mask_utils.encode(np.zeros((height, width, 1), np.uint8, order="F"))[0]
+        return mask_utils.merge(mask_utils.frPyObjects(parts, height, width))
+    if kind == RLE_UNCOMPRESSED:
+        h, w = seg["size"]
+        return mask_utils.frPyObjects(seg, h, w)
+    counts = seg["counts"]
+    return {
+        "size": list(seg["size"]),
+        "counts": counts.encode() if isinstance(counts, str) else counts,
+    }
+
+
+def decode(seg: Any, height: int, width: int) -> np.ndarray:
+    """``seg`` as a ``(height, width)`` uint8 mask of 0/1."""
+    rle = to_rle(seg, height, width)
+    if tuple(rle["size"]) != (height, width):
+        raise ValueError(f"RLE size {list(rle['size'])} is not the image's [{height}, {width}]")
+    return mask_utils.decode(rle)
+
+
+def encode(mask: np.ndarray) -> dict[str, Any]:
+    """A ``(H, W)`` mask (bool or 0/1) as compressed COCO RLE with a JSON-ready ``counts``."""
+    rle = mask_utils.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def image_masks(anns: Sequence[Mapping[str, Any]], height: int, width: int) -> np.ndarray:
+    """``(N, height, width)`` uint8 masks of ``anns`` (in order), decoded now (one image)."""
+    out = np.zeros((len(anns), height, width), dtype=np.uint8)
+    for i, ann in enumerate(anns):
+        out[i] = decode(ann["segmentation"], height, width)
+    return out
+
+
+def crop(seg: Any, window: Sequence[int]) -> Any:
+    """``seg`` in the coordinates of ``window`` (x, y, w, h): polygons are shifted (pycocotools
+    rasterises only what falls inside), an RLE is decoded, cut and encoded again."""
+    x0, y0, w, h = (int(v) for v in window)
+    if segmentation_kind(seg) == POLYGON:
+        return [[v - (x0 if i % 2 == 0 else y0) for i, v in enumerate(part)] for part in seg]
+    full_h, full_w = seg["size"]
+    return encode(decode(seg, full_h, full_w)[y0 : y0 + h, x0 : x0 + w])
+
+
+def mask_facts(seg: Any, height: int, width: int, bbox: Sequence[float]) -> dict[str, Any]:
+    """What validation asks of one segmentation in an image of ``height`` x ``width``:
+    ``kind`` (or ``error``), ``min_points``, ``outside_px`` (how far polygon points leave the
+    image), ``rle_height``/``rle_width``, ``mask_area`` (pixels) and ``box_excess_px`` (how far
+    mask pixels reach beyond ``bbox``)."""
+    facts: dict[str, Any] = dict.fromkeys(
+        ("kind", "error", "min_points", "outside_px", "rle_height", "rle_width", "mask_area",
+         "box_excess_px"),
+    )  # fmt: skip
+    try:
+        facts["kind"] = kind = segmentation_kind(seg)
+    except ValueError as exc:
+        facts["error"] = str(exc)
+        return facts
+    if kind == POLYGON:
+        facts["min_points"] = fewest_polygon_points(seg)
+        facts["outside_px"] = _outside_px(seg, height, width)
+    else:
+        facts["rle_height"], facts["rle_width"] = (int(v) for v in seg["size"])
+        if (facts["rle_height"], facts["rle_width"]) != (height, width):
+            return facts
+    try:
+        rle = to_rle(seg, height, width)
+    except (ValueError, TypeError) as exc:  # a corrupt compressed string
+        facts["error"] = f"RLE does not decode: {exc}"
+        return facts
+    facts["mask_area"] = int(mask_utils.area(rle))
+    if facts["mask_area"]:
+        facts["box_excess_px"] = _box_excess(mask_utils.toBbox(rle), bbox)
+    return facts
+
+
+def _outside_px(seg: Iterable[list[float]], height: int, width: int) -> float:
+    xs = np.concatenate([np.asarray(p[0::2], float) for p in seg])
+    ys = np.concatenate([np.asarray(p[1::2], float) for p in seg])
+    over = [-xs.min(), -ys.min(), xs.max() - width, ys.max() - height]
+    return float(max(0.0, *over))
+
+
+def _box_excess(mask_box: Sequence[float], bbox: Sequence[float]) -> float:
+    mx, my, mw, mh = (float(v) for v in mask_box)
+    bx, by, bw, bh = (float(v) for v in bbox)
+    over = [bx - mx, by - my, (mx + mw) - (bx + bw), (my + mh) - (by + bh)]
+    return float(max(0.0, *over))
+
+
+def rle_iou(dt: Sequence[Mapping[str, Any]], gt: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """IoU matrix ``(len(dt), len(gt))`` of compressed RLEs (pycocotools' ``iou``)."""
+    if not dt or not gt:
+        return np.zeros((len(dt), len(gt)))
+    as_bytes = [_bytes_rle(r) for r in dt], [_bytes_rle(r) for r in gt]
+    return np.asarray(mask_utils.iou(as_bytes[0], as_bytes[1], [0] * len(gt)), dtype=np.float64)
+
+
+def _bytes_rle(rle: Mapping[str, Any]) -> dict[str, Any]:
+    counts = rle["counts"]
+    return {
+        "size": list(rle["size"]),
+        "counts": counts.encode() if isinstance(counts, str) else counts,
+    }
