@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BeforeValidator, Field, ValidationError
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from .. import constants as K
@@ -37,6 +37,7 @@ NonNegative = Annotated[Number, Field(ge=0.0)]
 Optimizer = Literal[K.OPTIMIZERS]  # type: ignore[valid-type]
 Schedule = Literal["none", "step", "multistep", "cosine", "plateau"]
 
+ENDPOINT_RE = re.compile(r"^[^\s:]+:\d+$")
 DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
 
@@ -89,7 +90,7 @@ class TrainConfig(ConfigSection):
     time_budget: Duration | None = Field(None, description=(
         "train for this long (seconds, or '20m', '1h30m'; validation included), the LR schedule "
         "laid over it; null: train for epochs"))
-    batch_size: PositiveInt = Field(4, description="images per step (per process under torchrun)")
+    batch_size: PositiveInt = Field(4, description="images per step, per process when several")
     optimizer: Optimizer = Field("sgd", description="sgd | adamw")
     lr: PositiveNumber = Field(0.01, description="base learning rate (the heads')")
     momentum: NonNegative = Field(0.9, description="SGD momentum")
@@ -127,15 +128,37 @@ class TrainConfig(ConfigSection):
         "one fused kernel for the SGD/AdamW update where torch has it"))
     num_workers: Literal["auto"] | NonNegativeInt = Field("auto", description=(
         "loader processes; auto: 0 on CPU, min(4, cpus) on CUDA"))
-    device: str = Field("auto", description="auto (CUDA when available) | cpu | cuda | cuda:N")
+    device: str = Field("auto", description=(
+        "auto (free GPUs claimed, else CPU) | cpu | cuda | cuda:N"))
+    devices: Literal["auto"] | PositiveInt = Field("auto", description=(
+        "processes on this machine: auto = every visible GPU, 1 on CPU (N on CPU: N gloo, tests)"))
+    nnodes: PositiveInt = Field(1, description="machines training this experiment together")
+    node_rank: NonNegativeInt = Field(0, description=(
+        "this machine's rank, 0 .. nnodes-1 (node 0 holds rank 0, which writes the files)"))
+    rdzv_endpoint: str | None = Field(None, description=(
+        "host:port on node 0 that every node connects to (nnodes > 1)"))
     seed: Integer = Field(42, description="initialisation, sampling and augmentation")
     deterministic: Flag = Field(True, description="deterministic algorithms on CPU")
     resume: Flag = Field(False, description="continue from last.pt when it exists")
     log_every: PositiveInt = Field(10, description="steps between progress lines")
     divergence_factor: PositiveNumber = Field(20.0, description=(
         "an epoch's mean loss over this x the first epoch's stops the run"))
-    sync_bn: Flag = Field(False, description="SyncBatchNorm under torchrun")
+    sync_bn: Flag = Field(False, description="SyncBatchNorm when several processes train")
     # fmt: on
+
+    @model_validator(mode="after")
+    def _nodes(self) -> TrainConfig:
+        if self.node_rank >= self.nnodes:
+            raise ValueError(
+                f"training.node_rank must be below training.nnodes ({self.nnodes}), "
+                f"got {self.node_rank}"
+            )
+        if self.nnodes > 1 and not ENDPOINT_RE.match(self.rdzv_endpoint or ""):
+            raise ValueError(
+                "training.rdzv_endpoint must be host:port (node 0's address, the same on every "
+                f"node) when training.nnodes is {self.nnodes}, got {self.rdzv_endpoint!r}"
+            )
+        return self
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any] | None, experiment: str | None = None) -> TrainConfig:

@@ -10,6 +10,7 @@ An experiment is a named set of overrides of shared defaults (see
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import re
 from collections.abc import Iterator, Mapping
@@ -40,6 +41,8 @@ from ..modeling.config import (
 )
 from ..modeling.factory import build_model, count_parameters
 from ..modeling.weights import resolve_weight_file
+from .elastic import launch_training
+from .runtime import place_training
 from .trainer import TrainConfig, Trainer, TrainResult, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -297,9 +300,14 @@ def train_experiment(
     ``(model_file, history)``.
 
     ``model_file`` holds the best epoch's weights, the resolved config that rebuilds the model,
-    the label -> category id mapping and the run's summary numbers.
+    the label -> category id mapping and the run's summary numbers. Several processes (every
+    GPU, ``training.devices``; several machines, ``training.nnodes``) are launched from here.
     """
     exp = parse_experiment(cfg)
+    placement = place_training(exp.training)  # claims free GPUs for device: auto
+    if placement.launch:
+        return launch_training(coco, cfg, checkpoint_dir, placement)
+    exp = dataclasses.replace(exp, training=placement.training)
     # new layers are initialised from the global RNG: seed it so the run does not depend on what
     # else ran in this process before (other experiments, other nodes)
     seed_everything(exp.training.seed, exp.training.deterministic)

@@ -1,5 +1,7 @@
-"""What a training process sets up around the loop: seeds, the per-epoch training loader, the
-``torchrun`` environment (DistributedDataParallel), and the duration format of the logs.
+"""What a training process sets up around the loop: seeds, the per-epoch training loader, where
+it trains (:func:`place_training`: how many processes, which GPUs, claimed through
+:mod:`.gpu_claim`), the distributed environment (DistributedDataParallel, under the launcher of
+:mod:`.elastic` or ``torchrun``), and the duration format of the logs.
 
 Shared by detector training (:mod:`.trainer`) and backbone pretraining
 (:mod:`..pretraining.classifier`), so that both seed, load and log the same way.
@@ -8,14 +10,22 @@ Shared by detector training (:mod:`.trainer`) and backbone pretraining
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import random
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, RandomSampler
+
+from ..errors import ConfigError
+from .config import TrainConfig
+from .gpu_claim import GpuClaim, process_claim
+
+logger = logging.getLogger(__name__)
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
@@ -89,16 +99,93 @@ def fmt_seconds(seconds: float) -> str:
     return f"{h:d}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
-# ---------------------------------------------------------------------------- torchrun
+# ---------------------------------------------------------------------------- placement
+@dataclass(frozen=True)
+class Placement:
+    """Where one experiment trains on this machine."""
+
+    training: TrainConfig  # its settings, ``device`` made concrete for a single process
+    processes: int  # training processes on this machine
+    gpus: tuple[int, ...]  # the CUDA indexes they use (process i: gpus[i]); () on CPU
+
+    @property
+    def launch(self) -> bool:
+        """Whether workers must be launched (several processes here, or several machines)."""
+        return not distributed()[0] and (self.processes > 1 or self.training.nnodes > 1)
+
+
+def place_training(cfg: TrainConfig, claim: GpuClaim | None = None) -> Placement:
+    """How many processes train, on which device: ``devices`` processes (auto: every visible GPU,
+    1 on CPU); ``device: auto`` claims free GPUs (``claim``, default :func:`process_claim`) and
+    trains on the CPU with a warning when other runs hold them all. A launched worker keeps the
+    settings its launcher gave it."""
+    if distributed()[0]:
+        return Placement(cfg, 1, ())
+    requested = str(cfg.device).strip().lower()
+    if requested == "auto":
+        return _place_auto(cfg, claim or process_claim())
+    device = torch.device(requested)
+    if device.type != "cuda":
+        return _placement(cfg, "cpu", 1 if cfg.devices == "auto" else cfg.devices, ())
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if not available:
+        raise ConfigError(
+            f"training.device {cfg.device!r} was requested but CUDA is not available here"
+        )
+    if device.index is not None:
+        _check_count(cfg, 1, f"training.device {cfg.device!r} names one GPU")
+        return _placement(cfg, "cuda", 1, (device.index,))
+    count = _check_count(cfg, available, f"{available} GPU(s) are visible")
+    return _placement(cfg, "cuda", count, tuple(range(count)))
+
+
+def _place_auto(cfg: TrainConfig, claim: GpuClaim) -> Placement:
+    available = len(claim.gpu_ids)
+    if not available:
+        return _placement(cfg, "cpu", 1 if cfg.devices == "auto" else cfg.devices, ())
+    wanted = _check_count(cfg, available, f"{available} GPU(s) are visible")
+    got = claim.claim(wanted)
+    if not got:
+        logger.warning(
+            "all %d GPU(s) are claimed by other training runs (lock files in %s): training on "
+            "the CPU; set training.device: cuda to share a GPU instead",
+            available,
+            claim.directory,
+        )
+        return _placement(cfg, "cpu", 1, ())
+    if len(got) < wanted:
+        logger.warning(
+            "%d of the %d GPU(s) wanted are claimed by other training runs: training on GPU(s) %s",
+            wanted - len(got), wanted, got,
+        )  # fmt: skip
+    return _placement(cfg, "cuda", len(got), tuple(got))
+
+
+def _check_count(cfg: TrainConfig, available: int, why: str) -> int:
+    if cfg.devices == "auto":
+        return available
+    if cfg.devices > available:
+        raise ConfigError(f"training.devices is {cfg.devices} but {why}")
+    return int(cfg.devices)
+
+
+def _placement(cfg: TrainConfig, kind: str, processes: int, gpus: tuple[int, ...]) -> Placement:
+    single = processes == 1 and cfg.nnodes == 1
+    device = f"cuda:{gpus[0]}" if kind == "cuda" and single else kind
+    return Placement(cfg.model_copy(update={"device": device}), processes, gpus)
+
+
+# ---------------------------------------------------------------------------- distributed
 def distributed() -> tuple[bool, int, int]:
-    """``(under torchrun with more than one process, rank, world size)`` from the environment."""
+    """``(one of several processes, rank, world size)`` from the environment that the launcher
+    (:mod:`.elastic`) or ``torchrun`` sets."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     return world > 1, rank, world
 
 
 def process_device(device: torch.device) -> torch.device:
-    """This process's GPU under torchrun (``LOCAL_RANK``), else ``device`` as it is."""
+    """This process's GPU when one of several (``LOCAL_RANK``), else ``device`` as it is."""
     if distributed()[0] and device.type == "cuda":
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return device
