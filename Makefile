@@ -13,7 +13,7 @@ export MPLBACKEND := Agg
 export COLUMNS ?= 160
 export PYTHONPATH := $(CURDIR)/src
 
-.PHONY: install lint format run test report predict retrain viz pretrain-study clean-outputs bench airflow
+.PHONY: install lint format run test report predict retrain rollback viz pretrain-study clean-outputs bench airflow
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ predict: install
 # Scheduled retraining: validate, train a challenger, promote it only if it beats the champion.
 retrain: install
 	$(VENV)/bin/kedro run --pipeline=retrain
+
+# Restore the previous champion (the registry records the rollback; REASON="why" is recorded too).
+rollback: install
+	$(VENV)/bin/kedro run --pipeline=rollback $(if $(REASON),--params="retrain.rollback_reason=$(REASON)")
 
 # Pretraining without downloads: a backbone pretrained on in-domain crops vs training from scratch
 # (conf/pretrain_study; report in data/08_reporting/pretrain_study/report.html). Not part of `make run`.

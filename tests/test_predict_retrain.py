@@ -1,17 +1,22 @@
 """Prediction on a folder (with sliced inference on a large image) and champion/challenger
-retraining."""
+retraining: every promoted champion kept under data/06_models/champions/<version>/, rollback to
+the previous one, a retrain killed while writing the registry leaves the champion as it was."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 from kedro_project import cli_params, make_project, run_pipeline
 from PIL import Image
+from test_champions import KILLED_AT_RENAME, env
 
 from smallobj_pipeline.detection.checkpoint import load_checkpoint
 from smallobj_pipeline.detection.data.tiling import tile_starts
-from smallobj_pipeline.detection.engine.registry import decide
+from smallobj_pipeline.detection.engine.registry import NoPreviousChampion, decide
+from smallobj_pipeline.detection.evaluation.predict import resolve_model_path
 from smallobj_pipeline.detection.evaluation.sliced import SliceConfig, sliced_predict
 
 TINY = {
@@ -59,6 +64,8 @@ def retrained(tmp_path_factory):
                 "metric": "map_50",
                 "margin": 0.0,
                 "challenger_dir": "data/06_models/challenger",
+                "lock_dir": "data/06_models",
+                "rollback_reason": "manual rollback",
             }
         },
     )
@@ -66,22 +73,29 @@ def retrained(tmp_path_factory):
     return project
 
 
+def _registry(project):
+    return json.loads((project / "data/06_models/registry.json").read_text())
+
+
 def _champion(project):
-    """The champion's file: the version registry.json names of the versioned champion model."""
-    registry = json.loads((project / "data/06_models/registry.json").read_text())
-    return (
-        project / "data/06_models/champion/model.pt" / registry["champion"]["version"] / "model.pt"
-    )
+    """The champion's file: champions/<the version registry.json names>/model.pt."""
+    version = _registry(project)["champion"]["version"]
+    return project / "data/06_models/champions" / version / "model.pt"
 
 
 def _versions(project):
-    return sorted(p.name for p in (project / "data/06_models/champion/model.pt").iterdir())
+    return sorted(p.name for p in (project / "data/06_models/champions").iterdir() if p.is_dir())
 
 
 def test_first_retrain_promotes_a_champion(retrained):
     registry = json.loads((retrained / "data/06_models/registry.json").read_text())
     assert _versions(retrained) == [registry["champion"]["version"]]
     assert _champion(retrained).is_file()
+    record = json.loads((_champion(retrained).parent / "metrics.json").read_text())
+    assert record["version"] == registry["champion"]["version"]
+    assert record["metrics"]["map_50"] == registry["decisions"][0]["challenger"]["map_50"]
+    assert record["dataset_fingerprint"] == registry["decisions"][0]["dataset_fingerprint"]
+    assert [c["version"] for c in registry["history"]] == [registry["champion"]["version"]]
     first = registry["decisions"][0]
     assert first["promoted"] is True and first["champion"] is None
     assert len(first["dataset_fingerprint"]) == 16
@@ -136,22 +150,87 @@ def test_predict_folder_with_champion_and_sliced_large_image(retrained, tmp_path
 
 
 def test_a_promotion_adds_a_champion_version_and_keeps_the_older_loadable(retrained):
-    """retrain.champion_model is `versioned: true`: a promotion saves a new version, the catalog
-    then loads it as the champion, and the earlier champion still loads by its version."""
+    """A promotion saves champions/<new version>/, the registry names it, and the earlier
+    champion still loads by its version from the catalog's retrain.champions."""
     [old] = _versions(retrained)
     old_bytes = _champion(retrained).read_bytes()
     run_pipeline(retrained, "retrain", runtime_params=cli_params("retrain.margin=-1.0"))  # promote
-    registry = json.loads((retrained / "data/06_models/registry.json").read_text())
+    registry = _registry(retrained)
     assert registry["decisions"][-1]["promoted"] is True
     new = registry["champion"]["version"]
     assert _versions(retrained) == sorted([old, new]) and new > old
+    assert [c["version"] for c in registry["history"]] == [old, new]
 
-    latest = _load_from_catalog(retrained, "retrain.champion_model")  # the latest version
-    assert torch.equal(_first_tensor(latest), _first_tensor(load_checkpoint(_champion(retrained))))
-    earlier = _load_from_catalog(retrained, "retrain.champion_model", version=old)
-    old_file = retrained / "data/06_models/champion/model.pt" / old / "model.pt"
+    champions = _load_from_catalog(retrained, "retrain.champions")  # version -> loader
+    assert sorted(champions) == [old, new]
+    current = load_checkpoint(_champion(retrained))
+    assert torch.equal(_first_tensor(champions[new]()), _first_tensor(current))
+    old_file = retrained / "data/06_models/champions" / old / "model.pt"
     assert old_file.read_bytes() == old_bytes
-    assert torch.equal(_first_tensor(earlier), _first_tensor(load_checkpoint(old_file)))
+    assert torch.equal(_first_tensor(champions[old]()), _first_tensor(load_checkpoint(old_file)))
+
+
+def test_a_retrain_killed_while_writing_the_registry_leaves_the_champion(retrained):
+    """Fault injection as in tests/test_interruptions.py: the process dies at the registry's
+    atomic rename, after the new champion's files are saved. The registry (and so the champion
+    `make predict` loads) is the previous one, byte for byte, and the next run goes on."""
+    before = (retrained / "data/06_models/registry.json").read_bytes()
+    champion, champion_bytes = _champion(retrained), _champion(retrained).read_bytes()
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-c", KILLED_AT_RENAME, str(retrained), "retrain"),
+            *("registry.json", "retrain.margin=-1.0"),  # a promotion: files, then the registry
+        ],
+        env=env(),
+        cwd=retrained,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 9, proc.stderr[-3000:]
+    assert (retrained / "data/06_models/registry.json").read_bytes() == before
+    assert _champion(retrained) == champion and champion.read_bytes() == champion_bytes
+    assert (
+        resolve_model_path(
+            "champion", retrained / "data/06_models", retrained / "data/06_models/registry.json"
+        )
+        == champion
+    )
+    load_checkpoint(champion)
+    # the killed run's champion folder is saved but named by no registry entry: never used
+    assert len(_versions(retrained)) == 3
+
+
+def test_rollback_restores_the_previous_champion(retrained):
+    registry = _registry(retrained)
+    [*_, old, new] = [c["version"] for c in registry["history"]]
+    old_file = retrained / "data/06_models/champions" / old / "model.pt"
+    run_pipeline(
+        retrained, "rollback", runtime_params=cli_params("retrain.rollback_reason=bad batch")
+    )
+    after = _registry(retrained)
+    assert after["champion"]["version"] == old
+    assert [c["version"] for c in after["history"]] == [old]
+    rollback = after["decisions"][-1]
+    assert {k: rollback[k] for k in ("kind", "from_version", "to_version", "reason")} == {
+        "kind": "rollback",
+        "from_version": new,
+        "to_version": old,
+        "reason": "bad batch",
+    }
+    assert rollback["time"] >= registry["decisions"][-1]["time"]
+    # what `make predict` (predict.model: champion) loads is now the earlier file
+    path = resolve_model_path(
+        "champion", retrained / "data/06_models", retrained / "data/06_models/registry.json"
+    )
+    assert path == old_file
+    assert torch.equal(
+        _first_tensor(load_checkpoint(path)), _first_tensor(load_checkpoint(old_file))
+    )
+    # no earlier champion left: a second rollback stops and says why
+    with pytest.raises(NoPreviousChampion, match="only one in the history"):
+        run_pipeline(retrained, "rollback")
+    assert _registry(retrained) == after  # a refused rollback changes nothing
 
 
 def _load_from_catalog(project, name, version=None):

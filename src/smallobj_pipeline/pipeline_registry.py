@@ -7,6 +7,7 @@
 - ``report``: rebuilds the report from saved outputs, without training.
 - ``retrain``: ``data`` + train the production experiment as a challenger + promote it over the
   champion only if it is better on the same test split (``data/06_models/registry.json``).
+- ``rollback``: restore the previous champion (a ``rollback`` decision in the registry).
 - ``predict``: a trained model (experiment or champion) on a folder of images, sliced when large.
 - ``pretrain_backbone``: ``data`` + a ResNet pretrained as a classifier (in-domain crops or an
   image folder), saved to ``data/06_models/backbones/NAME.pt`` for ``pretrained: backbone``.
@@ -42,6 +43,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         "report": reporting.create_pipeline(),
         "predict": prediction.create_pipeline(),
         "retrain": data + retraining.create_pipeline(),
+        "rollback": retraining.create_rollback_pipeline(),
         "pretrain_backbone": data + pretraining.create_pipeline(),
         "study": Pipeline(data, namespace="data", prefix_datasets_with_namespace=False)
         + experiments
