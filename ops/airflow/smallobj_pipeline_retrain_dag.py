@@ -47,6 +47,10 @@ def smallobj_pipeline():
     def load_raw_dataset_validate_dataset_enforce_validation_split_dataset_tile_dataset():
         _run_kedro_node(node_names=["load_raw_dataset", "validate_dataset", "enforce_validation", "split_dataset", "tile_dataset"])
 
+    @task(task_id="retrain-claim-champions-retrain-train-challenger-retrain-promote-if-better-retrain-commit-registry-retrain-release-champions")
+    def retrain_claim_champions_retrain_train_challenger_retrain_promote_if_better_retrain_commit_registry_retrain_release_champions():
+        _run_kedro_node(node_names=["retrain.claim_champions", "retrain.train_challenger", "retrain.promote_if_better", "retrain.commit_registry", "retrain.release_champions"])
+
     @task(task_id="dataset-statistics")
     def dataset_statistics():
         _run_kedro_node(node_names=["dataset_statistics"])
@@ -55,28 +59,16 @@ def smallobj_pipeline():
     def retrain_resolve_challenger_config():
         _run_kedro_node(node_names=["retrain.resolve_challenger_config"])
 
-    @task(task_id="retrain-train-challenger")
-    def retrain_train_challenger():
-        _run_kedro_node(node_names=["retrain.train_challenger"])
-
-    @task(task_id="retrain-promote-if-better")
-    def retrain_promote_if_better():
-        _run_kedro_node(node_names=["retrain.promote_if_better"])
-
     tasks = {
         "load-raw-dataset-validate-dataset-enforce-validation-split-dataset-tile-dataset": load_raw_dataset_validate_dataset_enforce_validation_split_dataset_tile_dataset(),
+        "retrain-claim-champions-retrain-train-challenger-retrain-promote-if-better-retrain-commit-registry-retrain-release-champions": retrain_claim_champions_retrain_train_challenger_retrain_promote_if_better_retrain_commit_registry_retrain_release_champions(),
         "dataset-statistics": dataset_statistics(),
         "retrain-resolve-challenger-config": retrain_resolve_challenger_config(),
-        "retrain-train-challenger": retrain_train_challenger(),
-        "retrain-promote-if-better": retrain_promote_if_better(),
     }
+    tasks["load-raw-dataset-validate-dataset-enforce-validation-split-dataset-tile-dataset"] >> tasks["retrain-claim-champions-retrain-train-challenger-retrain-promote-if-better-retrain-commit-registry-retrain-release-champions"]
+    tasks["retrain-resolve-challenger-config"] >> tasks["retrain-claim-champions-retrain-train-challenger-retrain-promote-if-better-retrain-commit-registry-retrain-release-champions"]
     tasks["load-raw-dataset-validate-dataset-enforce-validation-split-dataset-tile-dataset"] >> tasks["dataset-statistics"]
     tasks["dataset-statistics"] >> tasks["retrain-resolve-challenger-config"]
-    tasks["load-raw-dataset-validate-dataset-enforce-validation-split-dataset-tile-dataset"] >> tasks["retrain-train-challenger"]
-    tasks["retrain-resolve-challenger-config"] >> tasks["retrain-train-challenger"]
-    tasks["load-raw-dataset-validate-dataset-enforce-validation-split-dataset-tile-dataset"] >> tasks["retrain-promote-if-better"]
-    tasks["retrain-resolve-challenger-config"] >> tasks["retrain-promote-if-better"]
-    tasks["retrain-train-challenger"] >> tasks["retrain-promote-if-better"]
 
 
 smallobj_pipeline()
