@@ -27,7 +27,7 @@ from ..data.coco import CocoDataset
 from ..data.dataset import DetectionDataset
 from ..data.intensity import FIXED, Intensity, choose_in_channels
 from ..errors import ConfigError, DatasetError, WeightsError
-from ..evaluation.inference import predict_dataset, select_device
+from ..evaluation.inference import predict_dataset
 from ..evaluation.metrics import evaluate_detections
 from ..evaluation.sliced import SliceConfig
 from ..modeling.anchors import SmallObjectSwitches, resolve_small_object_defaults
@@ -42,7 +42,7 @@ from ..modeling.config import (
 from ..modeling.factory import build_model, count_parameters
 from ..modeling.weights import resolve_weight_file
 from .elastic import launch_training
-from .runtime import place_training
+from .runtime import evaluation_device, place_training
 from .trainer import TrainConfig, Trainer, TrainResult, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -383,7 +383,7 @@ def evaluate_experiment(
     ground truth, precision/recall, timing and parameter counts. Returns
     ``(metrics, predictions)``."""
     exp = parse_experiment(cfg)
-    device = select_device(exp.training.device)
+    device = evaluation_device(exp.training.device)  # the GPU it trained on, for auto
     model = load_model(model_file, device)
     in_channels = int(model_file["model_config"].get("in_channels", 1))
     test_ids = _split_ids(coco, "test")

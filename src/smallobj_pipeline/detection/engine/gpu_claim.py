@@ -50,7 +50,8 @@ def visible_gpu_ids() -> list[str]:
 
 
 class GpuClaim:
-    """GPUs held by one claimant. ``gpu_ids``: the visible GPUs' identifiers in index order
+    """GPUs held by one claimant, until :meth:`release`, until it is garbage-collected or until
+    its process ends. ``gpu_ids``: the visible GPUs' identifiers in index order
     (:func:`visible_gpu_ids` when ``None``; tests pass made-up ones)."""
 
     def __init__(self, gpu_ids: Sequence[str] | None = None, directory: str | Path | None = None):

@@ -1,15 +1,15 @@
-"""Train one experiment outside Kedro, e.g. on several GPUs with DistributedDataParallel.
+"""Train one experiment from its resolved config outside Kedro, e.g. where a cluster scheduler
+starts ``torchrun`` itself (SLURM, Kubernetes' PyTorchJob)::
 
-    # 1. resolve the experiment's config (and run the data pipeline) with Kedro:
-    kedro run --pipeline=train --namespaces=E --to-nodes=E.resolve_config
-    # 2. train on N GPUs (one process per GPU; rank 0 validates and writes the files):
-    torchrun --nproc_per_node=N -m smallobj_pipeline.detection.engine.launch \\
+    torchrun --nnodes=2 --node_rank=R --nproc_per_node=gpu --rdzv_backend=c10d \\
+        --rdzv_endpoint=HOST:29500 --rdzv_id=E -m smallobj_pipeline.detection.engine.launch \\
         --config data/06_models/E/config.json --data data/05_model_input/coco \\
         --model-out data/06_models/E/model.pt --history-out data/08_reporting/E/history.csv
-    # 3. evaluate and report with Kedro:
-    kedro run --pipeline=train --namespaces=E --from-nodes=E.evaluate_model
 
-Without torchrun it trains in one process (CPU or one GPU), like the Kedro node.
+(``config.json`` is what ``kedro run --pipeline=train --namespaces=E --to-nodes=E.resolve_config``
+writes.) Under ``torchrun`` every process trains with DistributedDataParallel and rank 0 writes
+the files. Without it, it trains like the Kedro node: in one process, or launching one process
+per GPU itself (``training.devices``, :mod:`.elastic`). ``kedro run`` needs none of this.
 """
 
 from __future__ import annotations

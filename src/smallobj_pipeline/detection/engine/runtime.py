@@ -139,6 +139,13 @@ def place_training(cfg: TrainConfig, claim: GpuClaim | None = None) -> Placement
     return _placement(cfg, "cuda", count, tuple(range(count)))
 
 
+def evaluation_device(requested: str, claim: GpuClaim | None = None) -> torch.device:
+    """Where to evaluate: with ``auto``, the GPU this process trained on (it holds its claim) or
+    a free one it claims, else the CPU; anything else as :func:`place_training` reads it."""
+    cfg = TrainConfig.from_dict({"device": requested, "devices": 1})
+    return torch.device(place_training(cfg, claim).training.device)
+
+
 def _place_auto(cfg: TrainConfig, claim: GpuClaim) -> Placement:
     available = len(claim.gpu_ids)
     if not available:

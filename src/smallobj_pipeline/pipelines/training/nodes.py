@@ -28,6 +28,10 @@ def train_model(
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """The model file and the per-epoch history (saved by the catalog).
 
+    Trains on every visible GPU (``training.devices``; several machines with
+    ``training.nnodes``): the DDP workers are launched from here and rank 0's result is
+    returned, so that evaluation and the report continue in this process.
+
     ``paths.models_dir`` is the one path a node is given: the trainer writes its resumable
     checkpoints (``<models_dir>/<experiment>/last.pt`` every epoch, ``best.pt``) *while* it
     trains, so that ``training.resume: true`` continues an interrupted run; a node output is
