@@ -13,7 +13,7 @@ export MPLBACKEND := Agg
 export COLUMNS ?= 160
 export PYTHONPATH := $(CURDIR)/src
 
-.PHONY: install lint format run test report predict retrain rollback viz pretrain-study clean-outputs bench airflow
+.PHONY: install lint format run test report predict retrain rollback viz pretrain-study clean-outputs bench bench-gpu airflow
 
 install: $(STAMP)
 
@@ -72,6 +72,10 @@ test: install
 # (about 90 minutes on 2 CPU cores). `make bench BENCH_ARGS=--quick` for a smoke run.
 bench: install
 	$(VENV)/bin/python benchmarks/run_all.py $(BENCH_ARGS)
+
+# The GPU check (about 8 min on one GPU; docs/benchmarks-gpu.md); BENCH_ARGS="--dry-run --out DIR" on a CPU.
+bench-gpu: install
+	$(VENV)/bin/python benchmarks/bench_gpu.py $(BENCH_ARGS)
 
 clean-outputs:
 	find data/02_intermediate data/03_primary data/04_feature data/05_model_input data/06_models \
