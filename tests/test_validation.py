@@ -61,8 +61,8 @@ def _listed(line, kind):
 def test_clean_dataset_passes_every_check(coco):
     outcome = V.validate_dataset(coco)
     assert outcome.success, outcome.summary()
-    assert len(outcome.checks) == 14 and all(c.success for c in outcome.checks)
-    assert "all 14 checks passed" in outcome.summary()
+    assert len(outcome.checks) == 20 and all(c.success for c in outcome.checks)
+    assert "all 20 checks passed" in outcome.summary()
     same, dropped = V.apply_policy(coco, outcome, "fail")
     assert same is coco and dropped == {}
 

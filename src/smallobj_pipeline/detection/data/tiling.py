@@ -42,6 +42,7 @@ from ..modeling.config import (
     parse_section,
 )
 from .coco import CocoDataset
+from .masks import crop, has_mask
 from .stats import box_sides
 
 logger = logging.getLogger(__name__)
@@ -187,7 +188,8 @@ def plan_tiling(coco: CocoDataset, tiling: Mapping[str, Any] | TilingConfig | No
 def clip_annotation(
     ann: Mapping[str, Any], window: Sequence[int], min_visibility: float
 ) -> dict[str, Any] | None:
-    """``ann`` in the coordinates of ``window`` (x, y, w, h), its box clipped to it; None when
+    """``ann`` in the coordinates of ``window`` (x, y, w, h), its box clipped to it and its
+    segmentation cut to it (:func:`.masks.crop`); None when
     it is dropped. An object is kept when at least ``min_visibility`` of its box is inside; a
     crowd region (an area to ignore, COCO's ``iscrowd``) whenever any of it is inside."""
     x0, y0, w, h = window
@@ -202,6 +204,8 @@ def clip_annotation(
     out = {k: v for k, v in ann.items() if k not in ("segmentation", "bbox", "area")}
     out["bbox"] = [ix1 - x0, iy1 - y0, iw, ih]
     out["area"] = float(ann.get("area", bw * bh)) * share
+    if has_mask(ann):  # the mask cut to the tile too (Mask R-CNN trains on tiles)
+        out["segmentation"] = crop(ann["segmentation"], window)
     return out
 
 

@@ -180,12 +180,15 @@ def resolve_experiment(
     stats = stats or {}
     model_in = dict(cfg["model"])
     channels_note = _auto_in_channels(name, model_in, stats)
+    task_note = _auto_task(name, model_in, stats)
     parse_experiment({**cfg, "model": model_in}, name)
     model_cfg, derived = resolve_small_object_defaults(
         model_in, stats, cfg["small_object_defaults"]
     )
     if channels_note:
         derived["in_channels"] = channels_note
+    if task_note:
+        derived["task"] = task_note
     cfg["model"] = model_cfg
     _slicing_from_tiling(cfg, derived, stats.get("tiling"))
     cfg["derived"] = derived
@@ -214,6 +217,29 @@ def _slicing_from_tiling(
             f"are predicted whole, in {tile} px tiles overlapping by {overlap} px, merged"
         ),
     }
+
+
+def _auto_task(name: str, model: dict[str, Any], stats: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Set ``model["task"]`` when it is ``auto`` (or unset): instance segmentation when every
+    non-crowd training object has a segmentation, else detection; returns the note for
+    ``derived``."""
+    if not is_auto(model.get("task", "auto")):
+        return None
+    masks = stats.get("masks") or {}
+    objects, with_mask = int(masks.get("objects", 0)), int(masks.get("with_mask", 0))
+    if objects and with_mask == objects:
+        model["task"] = "instance_segmentation"
+        reason = f"every one of the {objects} training objects has a segmentation (Mask R-CNN)"
+    else:
+        model["task"] = "detection"
+        reason = (
+            f"{with_mask} of {objects} training objects have a segmentation: boxes only "
+            "(Faster R-CNN); set model.task: instance_segmentation to require masks"
+            if with_mask
+            else "the training annotations have no segmentation: boxes only (Faster R-CNN)"
+        )
+    logger.info("[%s] model.task auto: %s", name, reason)
+    return {"value": model["task"], "why": reason}
 
 
 def _auto_in_channels(
@@ -284,12 +310,13 @@ def _split_ids(coco: CocoDataset, split: str) -> list[int]:
 
 def build_datasets(coco: CocoDataset, exp: Experiment) -> tuple[DetectionDataset, DetectionDataset]:
     """The training split (augmented) and the validation split of ``coco``."""
-    in_channels = exp.model.in_channels
+    in_channels, masks = exp.model.in_channels, exp.model.with_masks
     transform = build_transform(exp.augmentation, train=True)
     train_set = DetectionDataset(
-        coco, _split_ids(coco, "train"), in_channels, transform, exp.intensity
+        coco, _split_ids(coco, "train"), in_channels, transform, exp.intensity, masks=masks
     )
-    val_set = DetectionDataset(coco, coco.splits.get("val", []), in_channels, None, exp.intensity)
+    val_ids = coco.splits.get("val", [])
+    val_set = DetectionDataset(coco, val_ids, in_channels, None, exp.intensity, masks=masks)
     return train_set, val_set
 
 
@@ -314,8 +341,9 @@ def train_experiment(
     model = build_model(exp.model, num_classes=coco.num_classes)
     counts = count_parameters(model)
     logger.info(
-        "[%s] %s Faster R-CNN %s, pretrained=%s: %.2f M parameters (%.2f M trainable)",
-        exp.name, exp.model.backbone, exp.model.variant, exp.model.pretrained,
+        "[%s] %s %s R-CNN %s, pretrained=%s: %.2f M parameters (%.2f M trainable)",
+        exp.name, exp.model.backbone, "Mask" if exp.model.with_masks else "Faster",
+        exp.model.variant, exp.model.pretrained,
         counts["total"] / 1e6, counts["trainable"] / 1e6,
     )  # fmt: skip
     train_set, val_set = build_datasets(coco, exp)
@@ -397,6 +425,7 @@ def evaluate_experiment(
         predictions,
         score_threshold=exp.evaluation.score_threshold,
         per_class=True,
+        segm=model_file["model_config"].get("task") == "instance_segmentation",
     )
     metrics["experiment"] = cfg.get("name")
     metrics.update({key: model_file[key] for key in MODEL_FILE_METRICS if key in model_file})

@@ -407,8 +407,9 @@ class Trainer(TrainerBase):
             model, self.val_set, self.device, batch_size=self.cfg.batch_size, slicing=self.slicing
         )
         metrics = evaluate_detections(
-            self.val_gt, results, score_threshold=self.cfg.score_threshold, per_class=False
-        )
+            self.val_gt, results, score_threshold=self.cfg.score_threshold, per_class=False,
+            segm=bool(getattr(self.val_set, "masks", False)),
+        )  # fmt: skip
         out.update({k: float(metrics[k]) for k in constants.SUMMARY_METRIC_KEYS if k in metrics})
         return out
 

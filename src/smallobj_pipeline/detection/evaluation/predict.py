@@ -32,7 +32,7 @@ from ..data.dataset import image_to_tensor, to_channels
 from ..engine.experiment import load_model, model_intensity
 from ..engine.registry import champion_file, load_registry
 from ..errors import ConfigError, DatasetError
-from ..reporting.draw import show_boxes
+from ..reporting.draw import item_masks, show_boxes
 from ..reporting.report import figure_png
 from .inference import select_device
 from .metrics import predictions_to_coco
@@ -108,13 +108,18 @@ def load_image_for_model(
 
 
 def draw_predictions(
-    image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, title: str
+    image: np.ndarray,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    title: str,
+    masks: np.ndarray | None = None,
 ) -> Figure:
-    """``image`` with the predicted ``boxes`` (``x1, y1, x2, y2``) in red, titled, about one
-    figure pixel per image pixel. ``scores`` are the boxes' (kept for callers; not drawn)."""
+    """``image`` with the predicted ``boxes`` (``x1, y1, x2, y2``) in red, and their ``masks``
+    (``N x H x W``, instance segmentation) filled, titled, about one figure pixel per image
+    pixel. ``scores`` are the boxes' (kept for callers; not drawn)."""
     h, w = image.shape[:2]
     fig = Figure(figsize=(max(3.0, w / 100), max(3.0, h / 100)))
-    show_boxes(fig.add_axes((0, 0, 1, 1)), image, boxes, title=title, colors="red")
+    show_boxes(fig.add_axes((0, 0, 1, 1)), image, boxes, title=title, colors="red", masks=masks)
     return fig
 
 
@@ -184,9 +189,13 @@ class _Predictor:
                 if sliced
                 else self.model([tensor])[0]
             )
+        rles = out.get("rles")
         out = {key: v.detach().cpu() for key, v in out.items() if isinstance(v, torch.Tensor)}
         keep = out["scores"] >= self.score_threshold
-        return {key: v[keep] for key, v in out.items()}, bool(sliced)
+        kept: dict[str, Any] = {key: v[keep] for key, v in out.items()}
+        if rles is not None:  # a sliced Mask R-CNN's masks, already COCO RLE
+            kept["rles"] = [rle for rle, k in zip(rles, keep.tolist(), strict=True) if k]
+        return kept, bool(sliced)
 
 
 @dataclass
@@ -211,13 +220,15 @@ class _FolderRun:
         h, w = image.shape[:2]
         image_id, detections = len(self.images) + 1, int(len(out["scores"]))
         categories = self.predictor.category_of_label
-        self.results.extend(predictions_to_coco([out], [image_id], categories))
+        results = predictions_to_coco([out], [image_id], categories)
+        self.results.extend(results)
         self.images.append({"id": image_id, "file_name": rel, "width": w, "height": h,
                             "sliced": sliced, "detections": detections})  # fmt: skip
         note = " (sliced)" if sliced else ""
         if self.draw:
             title = f"{rel}: {detections} detections{note}"
-            fig = draw_predictions(raw, out["boxes"].numpy(), out["scores"].numpy(), title)
+            masks = item_masks(results, h, w)
+            fig = draw_predictions(raw, out["boxes"].numpy(), out["scores"].numpy(), title, masks)
             self.drawings[rel] = figure_png(fig)
         eta = (time.perf_counter() - self.start) / k * (self.total - k)
         logger.info("predict %d/%d %s: %d detections, ETA %s%s",

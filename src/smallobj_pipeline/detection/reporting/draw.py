@@ -17,6 +17,7 @@ import torch
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from ..data.intensity import to_display
+from ..data.masks import decode
 
 Colour = str | tuple[int, int, int]
 
@@ -46,6 +47,18 @@ def draw_boxes(
     if len(boxes):
         tensor = draw_bounding_boxes(tensor, boxes, colors=colours, width=width)
     return tensor.permute(1, 2, 0).numpy()
+
+
+def item_masks(items: Sequence[dict[str, Any]], height: int, width: int) -> np.ndarray | None:
+    """The ``segmentation`` of COCO annotations or results as ``N x H x W`` booleans (empty for
+    an item without one), or ``None`` when no item has one: what :func:`draw_boxes` fills."""
+    if not any(item.get("segmentation") for item in items):
+        return None
+    out = np.zeros((len(items), height, width), dtype=bool)
+    for i, item in enumerate(items):
+        if item.get("segmentation"):
+            out[i] = decode(item["segmentation"], height, width).astype(bool)
+    return out
 
 
 def show_boxes(ax: Any, image: np.ndarray, boxes: Any, title: str | None = None, **draw: Any):

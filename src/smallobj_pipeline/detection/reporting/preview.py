@@ -12,7 +12,8 @@ import albumentations as A
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..data.augment import apply_transform, seed_transform
+from ..data.augment import apply_transform_with_masks, seed_transform
+from ..data.masks import has_mask, image_masks
 from .draw import show_boxes
 
 if TYPE_CHECKING:
@@ -81,7 +82,8 @@ def preview_ids(coco: CocoDataset, num_samples: int, seed: int) -> list[Any]:
 def preview_panel(
     ax: Axes, coco: CocoDataset, image_id: Any, transform: A.Compose | None, intensity: Any
 ) -> None:
-    """One image through ``transform``, its boxes drawn in their class colour."""
+    """One image through ``transform``, its boxes (and masks, when every object has one)
+    drawn in their class colour."""
     image = coco.read_image(image_id, intensity)
     anns = [a for a in coco.annotations_by_image.get(image_id, []) if not a.get("iscrowd", 0)]
     boxes = np.array([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)
@@ -89,6 +91,10 @@ def preview_panel(
     labels = np.array(
         [coco.label_of_category.get(a["category_id"], 0) for a in anns], dtype=np.int64
     )
-    image, boxes, labels = apply_transform(transform, image, boxes, labels)
+    masks = None
+    if anns and all(has_mask(a) for a in anns):
+        masks = image_masks(anns, *image.shape[:2])
+    image, boxes, labels, masks = apply_transform_with_masks(transform, image, boxes, labels, masks)
     colours = [PREVIEW_COLOURS[int(label) % len(PREVIEW_COLOURS)] for label in labels]
-    show_boxes(ax, image, boxes, title=f"image {image_id}: {len(boxes)} boxes", colors=colours)
+    title = f"image {image_id}: {len(boxes)} {'masks' if masks is not None else 'boxes'}"
+    show_boxes(ax, image, boxes, title=title, colors=colours, masks=masks)

@@ -25,7 +25,7 @@ from PIL import Image
 
 from ..data.coco import CocoDataset
 from ..errors import DatasetError
-from .draw import show_boxes
+from .draw import item_masks, show_boxes
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ CURVE_METRICS = {
     "iou_per_gt": "IoU per ground truth (validation)",
     "map_50": "mAP@0.5 (validation)",
     "map": "mAP@[.5:.95] (validation)",
+    "segm_map_50": "Mask mAP@0.5 (validation)",
 }
 
 
@@ -125,6 +126,7 @@ def comparison_table(runs: list[ExperimentRun]) -> pd.DataFrame:
         rows.append(
             {
                 "experiment": run.name,
+                "task": model.get("task", "detection"),
                 "variant": model.get("variant"),
                 "backbone": model.get("backbone"),
                 "pretrained": model.get("pretrained"),
@@ -146,6 +148,11 @@ def comparison_table(runs: list[ExperimentRun]) -> pd.DataFrame:
                 "test_iou_per_gt": m.get("iou_per_gt"),
                 "test_precision": m.get("precision"),
                 "test_recall": m.get("recall"),
+                "test_segm_map": m.get("segm_map"),
+                "test_segm_map_50": m.get("segm_map_50"),
+                "test_segm_map_small": m.get("segm_map_small"),
+                "test_segm_iou_per_prediction": m.get("segm_iou_per_prediction"),
+                "test_segm_iou_per_gt": m.get("segm_iou_per_gt"),
                 "seconds_per_epoch": m.get("seconds_per_epoch"),
                 "train_seconds": m.get("train_seconds"),
                 "infer_ms_per_image": m.get("infer_ms_per_image"),
@@ -220,8 +227,9 @@ def prediction_grid(
     intensity: Any = None,
 ) -> Figure | None:
     """Test images (rows) x experiments (columns): ground truth in green, predictions with
-    score >= threshold in red. 1-channel images are shown in gray, with their intensities
-    scaled as the models saw them (``intensity``, the dataset statistics' spec)."""
+    score >= threshold in red, their masks filled (instance segmentation). 1-channel images are
+    shown in gray, with their intensities scaled as the models saw them (``intensity``, the
+    dataset statistics' spec)."""
     runs = [r for r in runs if r.predictions is not None]
     test_ids = list(coco.splits.get("test", []))[:num_images]
     if not runs or not test_ids:
@@ -230,16 +238,21 @@ def prediction_grid(
     axes = fig.subplots(len(test_ids), len(runs), squeeze=False)
     for r, image_id in enumerate(test_ids):
         image = coco.read_image(image_id, intensity)
-        gts = [a["bbox"] for a in coco.annotations_by_image.get(image_id, [])]
+        gts = list(coco.annotations_by_image.get(image_id, []))
         for c, run in enumerate(runs):
-            preds = [p["bbox"] for p in run.predictions
+            preds = [p for p in run.predictions
                      if p["image_id"] == image_id and p["score"] >= score_threshold]  # fmt: skip
-            boxes = _xyxy(gts + preds)
+            boxes = _xyxy([item["bbox"] for item in gts + preds])
             colors = ["lime"] * len(gts) + ["red"] * len(preds)
+            masks = item_masks(gts + preds, *image.shape[:2]) if _has_masks(run) else None
             title = f"{run.name}\nimage {image_id}: {len(gts)} gt, {len(preds)} pred"
-            show_boxes(axes[r][c], image, boxes, title=title, colors=colors)
+            show_boxes(axes[r][c], image, boxes, title=title, colors=colors, masks=masks)
     fig.tight_layout()
     return fig
+
+
+def _has_masks(run: ExperimentRun) -> bool:
+    return run.config.get("model", {}).get("task") == "instance_segmentation"
 
 
 def _xyxy(xywh: list[list[float]]) -> np.ndarray:

@@ -53,6 +53,12 @@ from .results import (
     ISCROWD_VALID,
     KNOWN_CATEGORY,
     PATH_INSIDE,
+    SEG_FORMAT,
+    SEG_IN_BOX,
+    SEG_INSIDE,
+    SEG_NOT_EMPTY,
+    SEG_POINTS,
+    SEG_RLE_SIZE,
     UNIQUE_ANNOTATION_ID,
     UNIQUE_IMAGE_ID,
     Check,
@@ -135,7 +141,39 @@ def annotation_checks(coco: CocoDataset, tol: float) -> list[Check]:
             E.ExpectColumnValuesToBeInTypeList(column="iscrowd_value", type_list=["int", "bool"]),
             E.ExpectColumnValuesToBeInSet(column="iscrowd_value", value_set=[0, 1]),
         ),
+        *_segmentation_checks(E, tol),
     ]
+
+
+def _segmentation_checks(E: Any, tol: float) -> list[Check]:
+    """The checks of an annotation's ``segmentation`` (instance masks; the measures are
+    :func:`..masks.mask_facts`'s; a row without segmentation has nulls, which pass). A mask
+    rasterises to whole pixels, so it may reach one pixel past a tight float box."""
+
+    def between(column: str, **bounds: Any) -> Any:
+        return E.ExpectColumnValuesToBeBetween(column=column, **bounds)
+
+    def same(a: str, b: str) -> Any:
+        return E.ExpectColumnPairValuesToBeEqual(
+            column_A=a, column_B=b, ignore_row_if="either_value_is_missing"
+        )
+
+    ann = "annotations"
+    return [
+        _tagged(SEG_FORMAT, ann, "polygons: lists of an even count of finite numbers; RLE: "
+                "size [height, width] and counts",
+                E.ExpectColumnValuesToBeNull(column="seg_error")),
+        _tagged(SEG_POINTS, ann, "every polygon part has 3 points or more",
+                between("seg_min_points", min_value=3)),
+        _tagged(SEG_INSIDE, ann, f"polygon points within {tol} px of the image",
+                between("seg_outside_px", max_value=tol)),
+        _tagged(SEG_RLE_SIZE, ann, "RLE size equals the image's [height, width]",
+                same("seg_rle_height", "image_height"), same("seg_rle_width", "image_width")),
+        _tagged(SEG_NOT_EMPTY, ann, "the mask covers at least one pixel",
+                between("mask_area", min_value=1)),
+        _tagged(SEG_IN_BOX, ann, f"no mask pixel more than {tol} + 1 px outside the bbox",
+                between("mask_box_excess", max_value=tol + 1.0)),
+    ]  # fmt: skip
 
 
 MAX_ID_GAPS = 1000  # missing ids listed by the compact form of the image_id check

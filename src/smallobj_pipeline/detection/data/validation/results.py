@@ -33,6 +33,12 @@ DECLARED_SIZE = "image has the declared width and height"
 ALLOWED_CHANNELS = "image has an allowed channel count"
 IMAGE_NOT_TOO_LARGE = "image is within validation.max_image_pixels"
 ISCROWD_VALID = "iscrowd is 0 or 1"
+SEG_FORMAT = "segmentation is polygons or RLE"
+SEG_POINTS = "polygon has at least 3 points"
+SEG_INSIDE = "polygon inside its image"
+SEG_RLE_SIZE = "RLE size is the image's"
+SEG_NOT_EMPTY = "mask is not empty"
+SEG_IN_BOX = "bbox encloses the mask"
 MAX_DETAILS = 3  # error messages quoted per failed check in the summary
 
 ANNOTATION_CHECKS = (
@@ -43,6 +49,12 @@ ANNOTATION_CHECKS = (
     UNIQUE_ANNOTATION_ID,
     ANNOTATION_IMAGE_EXISTS,
     ISCROWD_VALID,
+    SEG_FORMAT,
+    SEG_POINTS,
+    SEG_INSIDE,
+    SEG_RLE_SIZE,
+    SEG_NOT_EMPTY,
+    SEG_IN_BOX,
 )
 IMAGE_CHECKS = (
     UNIQUE_IMAGE_ID,
@@ -261,6 +273,13 @@ def _iscrowd(r: pd.Series) -> str:
     )
 
 
+def _seg(what: Callable[[pd.Series], str]) -> Callable[[pd.Series], str]:
+    return lambda r: (
+        f"annotation id {plain(r['annotation_id'])} (image id {plain(r['image_id'])}): "
+        f"segmentation {what(r)}"
+    )
+
+
 # check name -> what is wrong with one failing row (None: nothing to add)
 DETAIL_MESSAGES: dict[str, Callable[[pd.Series], str | None]] = {
     PATH_INSIDE: _file_error,
@@ -275,6 +294,27 @@ DETAIL_MESSAGES: dict[str, Callable[[pd.Series], str | None]] = {
     KNOWN_CATEGORY: _ann_field("category_id"),
     ANNOTATION_IMAGE_EXISTS: _ann_field("image_id"),
     ISCROWD_VALID: _iscrowd,
+    SEG_FORMAT: _seg(lambda r: str(r["seg_error"])),
+    SEG_POINTS: _seg(lambda r: f"has a part of {r['seg_min_points']:g} point(s)"),
+    SEG_INSIDE: _seg(
+        lambda r: (
+            f"reaches {r['seg_outside_px']:g} px outside the "
+            f"{r['image_width']:g} x {r['image_height']:g} image"
+        )
+    ),
+    SEG_RLE_SIZE: _seg(
+        lambda r: (
+            f"RLE size [{r['seg_rle_height']:g}, {r['seg_rle_width']:g}] (height, width), "
+            f"the image is [{r['image_height']:g}, {r['image_width']:g}]"
+        )
+    ),
+    SEG_NOT_EMPTY: _seg(lambda r: "covers no pixel"),
+    SEG_IN_BOX: _seg(
+        lambda r: (
+            f"has pixels {r['mask_box_excess']:g} px outside its bbox "
+            f"[{', '.join(f'{r[k]:g}' for k in ('x', 'y', 'w', 'h'))}]"
+        )
+    ),
 }
 
 

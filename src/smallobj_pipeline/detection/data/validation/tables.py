@@ -33,6 +33,7 @@ from ..coco import (
     safe_join,
 )
 from ..intensity import bit_depth, grey_levels
+from ..masks import has_mask, mask_facts
 from .results import MAX_LISTED, plain
 
 
@@ -71,10 +72,46 @@ ANNOTATION_COLUMNS = [
 ]
 
 
+SEGMENTATION_COLUMNS = [
+    "seg_error",
+    "seg_min_points",
+    "seg_outside_px",
+    "seg_rle_height",
+    "seg_rle_width",
+    "mask_area",
+    "mask_box_excess",
+]
+
+
+def _segmentation_facts(ann: dict[str, Any], img: dict[str, Any] | None) -> dict[str, Any]:
+    """What the segmentation checks look at (NaN / None: no segmentation, or no image)."""
+    out: dict[str, Any] = dict.fromkeys(SEGMENTATION_COLUMNS, float("nan"))
+    out["seg_error"] = None
+    if not has_mask(ann) and not ann.get("segmentation"):
+        return out
+    if not has_mask(ann):  # present but neither a list nor a dict
+        out["seg_error"] = (
+            f"must be polygons (a list) or RLE (a dict), got {ann['segmentation']!r:.60}"
+        )
+        return out
+    if img is None or not (_num(img.get("height")) > 0 and _num(img.get("width")) > 0):
+        return out
+    facts = mask_facts(ann["segmentation"], int(img["height"]), int(img["width"]), ann["bbox"])
+    out["seg_error"] = facts["error"]
+    for column, key in (
+        ("seg_min_points", "min_points"), ("seg_outside_px", "outside_px"),
+        ("seg_rle_height", "rle_height"), ("seg_rle_width", "rle_width"),
+        ("mask_area", "mask_area"), ("mask_box_excess", "box_excess_px"),
+    ):  # fmt: skip
+        out[column] = float("nan") if facts[key] is None else float(facts[key])
+    return out
+
+
 def _annotation_row(ann: dict[str, Any], img: dict[str, Any] | None) -> dict[str, Any]:
     x, y, w, h = (_num(v) for v in ann["bbox"])
     iscrowd = ann.get("iscrowd", 0)
     return {
+        **_segmentation_facts(ann, img),
         "annotation_id": ann["id"],
         "image_id": ann["image_id"],
         "category_id": ann["category_id"],
@@ -98,7 +135,8 @@ def annotations_table(coco: CocoDataset) -> pd.DataFrame:
     for img in coco.images:
         first_image.setdefault(img["id"], img)
     rows = [_annotation_row(ann, first_image.get(ann["image_id"])) for ann in coco.annotations]
-    df = pd.DataFrame(rows, columns=ANNOTATION_COLUMNS)
+    df = pd.DataFrame(rows, columns=ANNOTATION_COLUMNS + SEGMENTATION_COLUMNS)
+    df["seg_error"] = df["seg_error"].astype(object)
     df["iscrowd_value"] = pd.Series(
         [ann.get("iscrowd", 0) for ann in coco.annotations], dtype=object
     )
