@@ -121,7 +121,9 @@ def make_bench(dry: bool, workdir: Path) -> Bench:
         coco = C.generate(workdir / "dry", num_images=6, image_size=64, seed=4, min_objects=2,
                           max_objects=4, min_side=6, max_side=12)  # fmt: skip
     else:
-        coco = C.generate(workdir / "sample", **C.sample_kwargs(False))
+        # boxes only: the trainer vs tutorial comparison is of Faster R-CNN (no masks, so the
+        # model's task "auto" stays detection)
+        coco = C.generate(workdir / "sample", **{**C.sample_kwargs(False), "segmentation": False})
     size = int(coco.images[0]["width"])
     model = {"pretrained": "none", "min_size": size, "max_size": size, **(DRY_MODEL if dry else {})}
     cfg = C.resolved_config("bench_gpu", coco, {"model": model})
