@@ -160,3 +160,18 @@ def test_the_launcher_settings_of_one_and_of_several_machines():
     assert (config.min_nodes, config.max_nodes, config.nproc_per_node) == (4, 4, 1)
     assert (config.rdzv_backend, config.rdzv_endpoint) == ("static", "node0:29500")
     assert config.rdzv_configs["rank"] == 2 and config.max_restarts == 0
+
+
+def test_each_worker_sees_the_gpus_its_run_claimed(monkeypatch):
+    """Worker i trains on ``cuda:i`` of what it sees: the launcher shows the workers the claimed
+    GPUs only, in terms of what this process sees, and keeps its own view."""
+    from smallobj_pipeline.detection.engine.elastic import _visible_gpus
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    with _visible_gpus((1, 3)):
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "5,7"
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "4,5,6,7"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    with _visible_gpus((0, 2)):
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,2"
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ
