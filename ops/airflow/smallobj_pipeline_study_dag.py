@@ -47,6 +47,10 @@ def smallobj_pipeline_study():
     def data():
         _run_kedro_node(namespaces=["data"])
 
+    @task(task_id="r18-masks")
+    def r18_masks():
+        _run_kedro_node(namespaces=["r18_masks"])
+
     @task(task_id="r18-small-object")
     def r18_small_object():
         _run_kedro_node(namespaces=["r18_small_object"])
@@ -61,13 +65,16 @@ def smallobj_pipeline_study():
 
     tasks = {
         "data": data(),
+        "r18-masks": r18_masks(),
         "r18-small-object": r18_small_object(),
         "r18-torchvision-anchors": r18_torchvision_anchors(),
         "report": report(),
     }
+    tasks["data"] >> tasks["r18-masks"]
     tasks["data"] >> tasks["r18-small-object"]
     tasks["data"] >> tasks["r18-torchvision-anchors"]
     tasks["data"] >> tasks["report"]
+    tasks["r18-masks"] >> tasks["report"]
     tasks["r18-small-object"] >> tasks["report"]
     tasks["r18-torchvision-anchors"] >> tasks["report"]
 
