@@ -17,7 +17,10 @@ from pycocotools.cocoeval import COCOeval
 from torch import nn
 from torchvision.models.detection import MaskRCNN, maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 
+from smallobj_pipeline.detection.checkpoint import save_checkpoint
 from smallobj_pipeline.detection.data import masks as M
 from smallobj_pipeline.detection.data.augment import apply_transform_with_masks, build_transform
 from smallobj_pipeline.detection.data.coco import CocoDataset
@@ -33,6 +36,7 @@ from smallobj_pipeline.detection.engine.experiment import (
 )
 from smallobj_pipeline.detection.errors import WeightsError
 from smallobj_pipeline.detection.evaluation.metrics import evaluate_detections
+from smallobj_pipeline.detection.evaluation.predict import predict_folder
 from smallobj_pipeline.detection.evaluation.sliced import SliceConfig, sliced_predict
 from smallobj_pipeline.detection.modeling import weights as W
 from smallobj_pipeline.detection.modeling.factory import build_model, count_parameters
@@ -68,6 +72,24 @@ def test_other_backbones_count_as_torchvision_mask_rcnn(backbone):
         num_classes=4,
     )
     assert count_parameters(ours)["total"] == sum(p.numel() for p in ref.parameters())
+
+
+def test_a_lighter_mask_head_is_torchvision_heads_with_fewer_convs_and_channels():
+    light = {"mask_head_convs": 2, "mask_head_dim": 128}
+    ours = build_model(
+        {**MASKS, **light, "backbone": "resnet18", "in_channels": 3, "norm": "bn"}, 3
+    )
+    ref = MaskRCNN(
+        resnet_fpn_backbone(
+            backbone_name="resnet18", weights=None, norm_layer=nn.BatchNorm2d, trainable_layers=5
+        ),
+        num_classes=None,
+        box_predictor=FastRCNNPredictor(1024, 4),
+        mask_head=MaskRCNNHeads(256, [128, 128], 1),
+        mask_predictor=MaskRCNNPredictor(128, 128, 4),
+    )
+    assert count_parameters(ours)["total"] == sum(p.numel() for p in ref.parameters())
+    assert len(ours.roi_heads.mask_head) == 2
 
 
 @pytest.mark.parametrize("variant", ["v1", "v2"])
@@ -331,11 +353,11 @@ def trained(tmp_path_factory):
     )  # fmt: skip
     model_file, history = train_experiment(coco, cfg, root / "ckpt")
     metrics, predictions = evaluate_experiment(model_file, coco, cfg)
-    return coco, cfg, history, metrics, predictions
+    return coco, cfg, history, metrics, predictions, model_file
 
 
 def test_auto_task_trains_mask_rcnn_and_the_mask_loss_falls(trained):
-    _, cfg, history, _, _ = trained
+    _, cfg, history, _, _, _ = trained
     assert cfg["model"]["task"] == "instance_segmentation"
     assert "every one of the" in cfg["derived"]["task"]["why"]
     assert history[1]["train_loss_mask"] < history[0]["train_loss_mask"]
@@ -343,7 +365,7 @@ def test_auto_task_trains_mask_rcnn_and_the_mask_loss_falls(trained):
 
 
 def test_predictions_carry_rle_masks_that_pycocotools_loads(trained):
-    coco, _, _, metrics, predictions = trained
+    coco, _, _, metrics, predictions, _ = trained
     assert predictions and all(p["segmentation"]["counts"] for p in predictions)
     for key in ("segm_map", "segm_map_50", "segm_map_small", "map_50"):
         assert key in metrics
@@ -361,3 +383,19 @@ def test_boxes_only_data_stays_detection():
     cfg = resolve_experiment("b", defaults, None, {"masks": {"objects": 10, "with_mask": 7}})
     assert cfg["model"]["task"] == "detection"
     assert "7 of 10" in cfg["derived"]["task"]["why"]
+
+
+@pytest.mark.parametrize("sliced", [False, True])
+def test_predict_writes_rle_masks_whole_and_sliced(trained, tmp_path, sliced):
+    coco, model_file = trained[0], trained[-1]
+    path = tmp_path / "model.pt"
+    save_checkpoint(model_file, path)
+    slicing = {"enabled": sliced, "tile_size": 48, "overlap": 8}
+    out = predict_folder(str(path), coco.root / "images", score_threshold=0.0, slicing=slicing)
+    images = {img["id"]: img for img in out["images"]["images"]}
+    assert out["predictions"] and all(img["sliced"] is sliced for img in images.values())
+    for p in out["predictions"][:20]:
+        img = images[p["image_id"]]
+        assert p["segmentation"]["size"] == [img["height"], img["width"]]
+        assert M.decode(p["segmentation"], img["height"], img["width"]).shape == (96, 96)
+    assert out["drawings"]

@@ -38,13 +38,20 @@ TINY = {
             "seed": 2,
             "min_objects": 3,
             "max_objects": 6,
+            "segmentation": True,  # polygons: tiny_a (task auto) trains Mask R-CNN
         },
     },
     "split": {"use_existing": True, "seed": 1, "ratios": {"train": 0.5, "val": 0.25, "test": 0.25}},
     "experiments": {
         "tiny_a": {"training": {"epochs": 2}},
-        "tiny_b": {"model": {"variant": "v2"}, "small_object_defaults": {"anchors": False}},
-        "tiny_budget": {"training": {"epochs": 1, "time_budget": "15s"}},
+        "tiny_b": {
+            "model": {"task": "detection", "variant": "v2"},
+            "small_object_defaults": {"anchors": False},
+        },
+        "tiny_budget": {
+            "model": {"task": "detection"},
+            "training": {"epochs": 1, "time_budget": "15s"},
+        },
     },
 }
 
@@ -87,6 +94,25 @@ def test_each_experiment_has_its_outputs(trained):
         model = load_model(model_file)
         assert model_file["model_config"]["variant"] == ("v2" if name == "tiny_b" else "v1")
         assert sum(p.numel() for p in model.parameters()) == metrics["params_total"]
+
+
+def test_polygons_train_mask_rcnn_with_no_setting_changed(trained):
+    config = json.loads((trained / "data/06_models/tiny_a/config.json").read_text())
+    assert config["model"]["task"] == "instance_segmentation"
+    assert config["derived"]["task"]["value"] == "instance_segmentation"
+    metrics = json.loads((trained / "data/08_reporting/tiny_a/metrics.json").read_text())
+    assert {"segm_map", "segm_map_50", "segm_map_small", "map", "map_50"} <= set(metrics)
+    history = pd.read_csv(trained / "data/08_reporting/tiny_a/history.csv")
+    assert {"train_loss_mask", "segm_map_50"} <= set(history.columns)
+    preds = json.loads((trained / "data/07_model_output/tiny_a/predictions.json").read_text())
+    assert preds and all(set(p["segmentation"]) == {"size", "counts"} for p in preds)
+    table = pd.read_csv(trained / "data/08_reporting/experiments.csv").set_index("experiment")
+    assert table.loc["tiny_a", "task"] == "instance_segmentation"
+    assert table.loc["tiny_b", "task"] == "detection" and pd.isna(
+        table.loc["tiny_b", "test_segm_map"]
+    )
+    assert table.loc["tiny_a", "test_segm_map_50"] == metrics["segm_map_50"]
+    assert (trained / "data/08_reporting/plots/curve_segm_map_50.png").is_file()
 
 
 def test_time_budget_trains_that_long_and_no_longer(trained):

@@ -345,6 +345,10 @@ class ModelConfig(ConfigSection):
     box_positive_fraction: Fraction = Field(0.25, description="share of positives among them")
     head_init: HeadInit = Field("default", description=(
         "default (torchvision's) | xavier | normal (Detectron's); see the class docstring"))
+    mask_head_convs: Annotated[int, Strict(), Field(ge=1, le=8)] = Field(4, description=(
+        "Mask R-CNN: 3x3 convs of the mask head (torchvision: 4); fewer is cheaper on CPU"))
+    mask_head_dim: PositiveInt = Field(256, description=(
+        "Mask R-CNN: channels of the mask head's convs and deconv (torchvision: 256)"))
     # fmt: on
 
     # ------------------------------------------------------------------ derived flags

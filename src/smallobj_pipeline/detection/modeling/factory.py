@@ -50,8 +50,7 @@ GN_GROUPS = 32
 RESNET_STEM_CHANNELS = 64
 BOX_HEAD_DIM = 1024  # representation size of both box heads (TwoMLPHead, FastRCNNConvFCHead)
 ROI_RESOLUTION = 7  # MultiScaleRoIAlign output size, FasterRCNN's default box_roi_pool
-MASK_LAYERS = (256, 256, 256, 256)  # MaskRCNNHeads' convs, as both torchvision builders
-MASK_DIM = 256  # MaskRCNNPredictor's transposed-conv channels
+LEGACY_MASK_CONVS = 4  # mask_fcn1..4 in torchvision's COCO v1 file
 
 
 # ---------------------------------------------------------------------- building blocks
@@ -150,7 +149,7 @@ def _rename_legacy_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     out = dict(state)
     renames = [("rpn.head.conv", "rpn.head.conv.0.0")] + [
         (f"roi_heads.mask_head.mask_fcn{i + 1}", f"roi_heads.mask_head.{i}.0")
-        for i in range(len(MASK_LAYERS))
+        for i in range(LEGACY_MASK_CONVS)
     ]
     for kind in ("weight", "bias"):
         for old_prefix, new_prefix in renames:
@@ -282,11 +281,13 @@ def _heads(
 
 
 def _mask_heads(c: ModelConfig, out_channels: int, num_classes: int) -> tuple[nn.Module, nn.Module]:
-    """Mask head (4 convs; v2: with the head norm) and predictor, initialised per ``head_init``
-    (default: torchvision's Kaiming; xavier; normal: Detectron's N(0, 0.001) mask logits)."""
+    """Mask head (``mask_head_convs`` convs of ``mask_head_dim`` channels, torchvision's 4 x 256
+    by default; v2: with the head norm) and predictor, initialised per ``head_init`` (default:
+    torchvision's Kaiming; xavier; normal: Detectron's N(0, 0.001) mask logits)."""
     norm = _head_norm(c) if c.variant == "v2" else None
-    mask_head = MaskRCNNHeads(out_channels, list(MASK_LAYERS), 1, norm_layer=norm)
-    mask_predictor = MaskRCNNPredictor(MASK_LAYERS[-1], MASK_DIM, num_classes + 1)
+    layers = [c.mask_head_dim] * c.mask_head_convs
+    mask_head = MaskRCNNHeads(out_channels, layers, 1, norm_layer=norm)
+    mask_predictor = MaskRCNNPredictor(c.mask_head_dim, c.mask_head_dim, num_classes + 1)
     if c.head_init == "xavier":
         _xavier_(mask_head)
         _xavier_(mask_predictor)
