@@ -20,6 +20,7 @@ import pytest
 import torch
 from kedro_project import cli_params, make_project, run_pipeline
 
+from smallobj_pipeline import run_lock
 from smallobj_pipeline.detection.checkpoint import load_checkpoint, save_checkpoint
 from smallobj_pipeline.detection.engine.registry import (
     NoPreviousChampion,
@@ -152,6 +153,8 @@ def test_rollback_before_any_champion_fails_clearly(tmp_path):
     with pytest.raises(NoPreviousChampion, match="names no champion yet.*make retrain"):
         run_pipeline(project, "rollback")
     assert not (project / "data/06_models/registry.json").exists()
+    # the failed run released the retrain lock too: nothing of it held by this process
+    assert not [p for p in run_lock.held_by_this_process() if "06_models" in p]
 
 
 def test_a_promotion_after_a_rollback_builds_on_the_restored_champion():

@@ -7,7 +7,8 @@
 - :class:`RunLockHooks`: one run at a time per data folder. The lock ``data/.run.lock`` (under
   the project path) is taken in ``before_pipeline_run`` and released in ``after_pipeline_run``
   and ``on_pipeline_error``; see :mod:`smallobj_pipeline.run_lock` (the holder file, the
-  ``SMALLOBJ_LOCK_WAIT`` setting, runs interrupted with ``KeyboardInterrupt``).
+  ``SMALLOBJ_LOCK_WAIT`` setting, runs interrupted with ``KeyboardInterrupt``). A failed run
+  also drops the retrain lock its first node took (:mod:`.pipelines.retraining.lock`).
 
 Errors raised here are ``click.ClickException`` subclasses: ``kedro run`` prints
 ``Error: <message>`` and exits non-zero, without a traceback.
@@ -52,3 +53,5 @@ class RunLockHooks:
     @hook_impl
     def on_pipeline_error(self, run_params: dict[str, Any]) -> None:
         run_lock.release(data_dir(run_params), str(run_params["run_id"]))
+        # a retrain/rollback that failed between its claim and its release node
+        run_lock.release_claims(run_lock.NODE_CLAIM_PREFIX)

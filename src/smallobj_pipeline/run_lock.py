@@ -68,6 +68,8 @@ class _Hold:
 
 
 _HELD: dict[str, _Hold] = {}  # resolved lock path -> this process's hold
+# run id prefix of a lock taken by a node (the retrain lock): released by the hooks on failure
+NODE_CLAIM_PREFIX = "retrain-"
 _HELD_GUARD = threading.Lock()
 
 
@@ -230,6 +232,19 @@ def release(data_dir: str | Path, run_id: str) -> bool:
         del _HELD[key]
     _drop(hold)
     return True
+
+
+def release_claims(prefix: str) -> list[str]:
+    """Release every lock the current thread holds under a run id starting with ``prefix`` (a
+    node's claim, such as the retrain lock, that a failed run never reached the node releasing);
+    returns the lock paths released."""
+    current = threading.current_thread()
+    with _HELD_GUARD:
+        keys = [k for k, h in _HELD.items() if h.thread is current and h.run_id.startswith(prefix)]
+        holds = [_HELD.pop(k) for k in keys]
+    for hold in holds:
+        _drop(hold)
+    return keys
 
 
 def _drop(hold: _Hold) -> None:

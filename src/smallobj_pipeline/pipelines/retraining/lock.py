@@ -11,9 +11,9 @@ lock via ``filelock``, released however the process ends; the holder written nex
 their first node, before any training, and release it in their last node, after the registry is
 written. A refused run stops with :class:`ChampionsBusy` naming the holder.
 
-A run that fails between the two nodes keeps the claim until its process ends (``kedro run``
-exits then); a later run from the same thread of the same process takes it over, as
-:func:`smallobj_pipeline.run_lock.acquire` does. ``SMALLOBJ_LOCK_WAIT`` makes a refused run wait.
+A run that fails between the two nodes has the claim released by the project's
+``on_pipeline_error`` hook (:mod:`smallobj_pipeline.hooks`), or, at the latest, when its process
+ends. ``SMALLOBJ_LOCK_WAIT`` makes a refused run wait.
 On network file systems the OS lock is only as good as the file system's ``flock``.
 """
 
@@ -39,7 +39,7 @@ def claim(lock_dir: str | Path, wait: float | None = None) -> dict[str, str]:
     """Claim ``lock_dir`` for one retrain or rollback; returns the claim :func:`release` needs.
     ``wait``: seconds to wait for a holder (default ``SMALLOBJ_LOCK_WAIT``, else 0)."""
     lock_dir = Path(lock_dir)
-    claim_id = f"retrain-{uuid.uuid4().hex[:12]}"
+    claim_id = f"{run_lock.NODE_CLAIM_PREFIX}{uuid.uuid4().hex[:12]}"
     try:
         run_lock.acquire(lock_dir, claim_id, wait)
     except run_lock.DataFolderBusy:
