@@ -399,3 +399,151 @@ def test_predict_writes_rle_masks_whole_and_sliced(trained, tmp_path, sliced):
         assert p["segmentation"]["size"] == [img["height"], img["width"]]
         assert M.decode(p["segmentation"], img["height"], img["width"]).shape == (96, 96)
     assert out["drawings"]
+
+
+# ------------------------------------------------------------------------------ bad inputs
+BAD_SEGMENTATIONS = {
+    "nan": ([[10, 10, float("nan"), 10, 30, 30]], "holds nan"),
+    "inf": ([[10, 10, float("inf"), 10, 30, 30]], "holds inf"),
+    "strings": ([["10", "10", "30", "10", "30", "30"]], "holds '10' \\(str\\)"),
+    "bools": ([[True, 10, 30, 10, 30, 30]], "holds True \\(bool\\)"),
+    "too deep": ([[[10, 10], [30, 10], [30, 30]]], "holds \\[10, 10\\] \\(list\\)"),
+    "flat": ([10, 10, 30, 10, 30, 30], "part 0 is 10, not a list"),
+    "huge coordinate": ([[1e12, 10, 30, 10, 30, 30]], "within \\+-1e\\+06 px"),  # segfaulted
+    "corrupt string": ({"size": [64, 64], "counts": "!!garbage~~"}, "not a valid COCO RLE"),
+    "short string": ({"size": [64, 64], "counts": "zz"}, "not a valid COCO RLE"),
+    "counts sum": ({"size": [64, 64], "counts": [10, 20]}, "sum to 30, not"),
+    "string sum": ({"size": [64, 64], "counts": "02"}, "compressed RLE counts sum to 2"),
+    "float size": ({"size": [64.0, 64.0], "counts": [4096]}, "two non-negative integers"),
+    "negative size": ({"size": [-64, 64], "counts": [0]}, "two non-negative integers"),
+    "bool size": ({"size": [True, True], "counts": [1]}, "two non-negative integers"),
+    "no counts": ({"size": [64, 64]}, "'counts' must be a string or a list"),
+    "a string": ("abc", "polygons \\(a list\\) or RLE \\(a dict\\)"),
+    "a number": (5, "polygons \\(a list\\) or RLE \\(a dict\\)"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_SEGMENTATIONS)
+def test_a_malformed_segmentation_is_named_never_decoded(case):
+    seg, message = BAD_SEGMENTATIONS[case]
+    with pytest.raises(ValueError, match=message):
+        M.segmentation_kind(seg)
+    assert M.mask_facts(seg, 64, 64, [10, 10, 20, 20])["error"]
+    with pytest.raises(ValueError, match=f"annotation id 7: segmentation: .*{message}"):
+        M.image_masks([{"id": 7, "segmentation": seg}], 64, 64)
+
+
+def test_compressed_rle_strings_parse_as_pycocotools_writes_them():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        h, w = (int(v) for v in rng.integers(1, 40, 2))
+        mask = (rng.random((h, w)) < rng.random()).astype(np.uint8)
+        rle = M.encode(mask)
+        runs = M._string_counts(rle["counts"])
+        assert sum(runs) == h * w and sum(runs[1::2]) == mask.sum()
+        assert M.segmentation_kind(rle) == M.RLE
+
+
+def test_a_polygon_of_empty_parts_is_reported_not_a_crash():
+    facts = M.mask_facts([[]], 64, 64, [0, 0, 4, 4])  # numpy's zero-size error before
+    assert facts["min_points"] == 0 and facts["mask_area"] == 0 and facts["outside_px"] == 0.0
+    assert M.mask_facts([[], [10, 10, 20, 10, 20, 20]], 64, 64, [10, 10, 10, 10])["mask_area"]
+
+
+def test_validation_names_bad_segmentations_drop_removes_them_and_crowd_rle_stays(tmp_path):
+    generate_sample_dataset(tmp_path, num_images=2, image_size=64, min_objects=4, max_objects=4,
+                            min_side=8, max_side=12, segmentation=True)  # fmt: skip
+    data = json.loads((tmp_path / "annotations.json").read_text())
+    bad = {1: [[]], 2: BAD_SEGMENTATIONS["corrupt string"][0], 3: [[1e12, 10, 30, 10, 30, 30]],
+           4: "abc", 5: {"size": [32, 128], "counts": [4096]}}  # fmt: skip
+    for ann_id, seg in bad.items():
+        data["annotations"][ann_id - 1]["segmentation"] = seg
+    crowd = data["annotations"][5]
+    crowd.update(iscrowd=1, bbox=[0, 0, 10, 10], segmentation=M.encode(_square(64, 64, 0, 0, 10)))
+    (tmp_path / "annotations.json").write_text(json.dumps(data))
+    coco = CocoDataset.from_dir(tmp_path)
+    outcome = validate_dataset(coco)
+    failing = {i for c in outcome.failed for i in c.annotation_ids}
+    assert failing == set(bad), outcome.summary()
+    assert "annotation id 2 (image id 1): segmentation RLE 'counts' is not" in outcome.summary()
+    kept, _ = apply_policy(coco, outcome, "drop")
+    kept_ids = {a["id"] for a in kept.annotations}
+    assert kept_ids.isdisjoint(bad) and crowd["id"] in kept_ids
+    ds = DetectionDataset(kept, [img["id"] for img in kept.images], masks=True)
+    for i in range(len(ds)):
+        _, target = ds[i]
+        assert len(target["masks"]) == len(target["boxes"])
+
+
+def test_the_dataset_names_the_annotation_whose_segmentation_does_not_decode(tmp_path):
+    generate_sample_dataset(tmp_path, num_images=1, image_size=64, min_objects=2, max_objects=2,
+                            min_side=8, max_side=12, segmentation=True)  # fmt: skip
+    coco = CocoDataset.from_dir(tmp_path)
+    ann = coco.annotations_by_image[1][1]
+    ann["segmentation"] = {"size": [64, 64], "counts": "zz"}
+    with pytest.raises(
+        Exception, match=f"image id 1, annotation id {ann['id']}: segmentation: RLE"
+    ):
+        DetectionDataset(coco, [1], masks=True)[0]
+
+
+def test_explicit_masks_on_a_mixed_dataset_are_refused_when_resolved(tmp_path):
+    generate_sample_dataset(tmp_path, num_images=6, image_size=64, min_objects=2, max_objects=2,
+                            min_side=8, max_side=12, segmentation=True,
+                            write_splits=True)  # fmt: skip
+    coco = CocoDataset.from_dir(tmp_path)
+    ann = coco.annotations_by_image[coco.splits["val"][0]][0]
+    ann["segmentation"] = []  # a validation object without mask: training validates on masks
+    stats = compute_stats(coco)
+    defaults = {"model": {}, "training": {}}
+    cfg = resolve_experiment("a", defaults, None, stats)
+    assert cfg["model"]["task"] == "detection"
+    assert f"(annotation ids [{ann['id']}])" in cfg["derived"]["task"]["why"]
+    with pytest.raises(
+        Exception, match=f"1 of 12 objects have none \\(annotation ids \\[{ann['id']}"
+    ):
+        resolve_experiment("a", {"model": MASKS, "training": {}}, None, stats)
+
+
+def test_an_object_left_with_no_mask_pixel_is_dropped_by_a_crop_and_by_a_tile():
+    import albumentations as A
+
+    ell = np.zeros((64, 64), np.uint8)
+    ell[10:13, 10:40] = 1
+    ell[10:40, 10:13] = 1  # an L: its box's bottom-right corner holds none of it
+    other = _square(64, 64, 44, 44, 8)
+    crop = A.Compose(
+        [A.Crop(x_min=30, y_min=30, x_max=64, y_max=64)],
+        bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"]),
+    )
+    boxes = np.array([[10, 10, 40, 40], [44, 44, 52, 52]], np.float32)
+    _, boxes, labels, masks = apply_transform_with_masks(
+        crop, np.zeros((64, 64), np.uint8), boxes, np.array([1, 2]), np.stack([ell, other])
+    )
+    assert labels.tolist() == [2] and masks.shape == (1, 34, 34) and masks[0].sum() == 64
+    for seg in (mask_polygons(ell), M.encode(ell)):
+        ann = {"id": 1, "bbox": [10, 10, 30, 30], "category_id": 1, "segmentation": seg}
+        assert clip_annotation(ann, (30, 30, 32, 32), 0.0) is None
+        assert clip_annotation({**ann, "iscrowd": 1}, (30, 30, 32, 32), 0.0) is not None
+        assert clip_annotation(ann, (0, 0, 32, 32), 0.0) is not None
+
+
+def test_zero_detections_give_no_masks_and_zero_segm_metrics():
+    from smallobj_pipeline.detection.evaluation.metrics import predictions_to_coco
+
+    empty = {"boxes": torch.zeros((0, 4)), "scores": torch.zeros(0),
+             "labels": torch.zeros(0, dtype=torch.int64)}  # fmt: skip
+    assert predictions_to_coco([{**empty, "masks": torch.zeros((0, 1, 64, 64))}], [1], {1: 1}) == []
+
+    class Nothing(nn.Module):
+        def forward(self, images):
+            return [{**empty, "masks": torch.zeros((0, 1, *i.shape[-2:]))} for i in images]
+
+    out = sliced_predict(Nothing(), torch.zeros((1, 64, 64)), SliceConfig(tile_size=32, overlap=8))
+    assert len(out["boxes"]) == 0 and predictions_to_coco([out], [1], {1: 1}) == []
+    seg = M.encode(_square(64, 64, 0, 0, 8))
+    gt = {"images": [{"id": 1, "width": 64, "height": 64}], "categories": [{"id": 1, "name": "a"}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 8, 8],
+                           "area": 64, "segmentation": seg}]}  # fmt: skip
+    metrics = evaluate_detections(gt, [], segm=True)
+    assert metrics["segm_map"] == 0.0 and metrics["segm_iou_per_gt"] == 0.0

@@ -411,7 +411,8 @@ def apply_transform_with_masks(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """:func:`apply_transform` with instance masks ``(N, H, W)`` uint8 (or ``None``): they go
     through the same geometric transforms (albumentations' ``masks`` target), and an object
-    whose box is dropped loses its mask too. Returns ``masks`` ``(M, H', W')``."""
+    whose box is dropped loses its mask too, and one whose mask is left with no pixel (its
+    box kept by a corner without the object) is dropped. Returns ``masks`` ``(M, H', W')``."""
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     if len(boxes) != len(labels) or (masks is not None and len(masks) != len(labels)):
@@ -442,6 +443,8 @@ def apply_transform_with_masks(
     if masks is not None:
         new_h, new_w = new_image.shape[:2]
         moved = out.get("masks")
+        # a box kept over none of its object's pixels (a crop of its empty corner) goes too
+        ok &= np.array([bool(np.any(moved[i])) for i in index], dtype=bool).reshape(-1)
         new_masks = np.zeros((int(ok.sum()), new_h, new_w), dtype=np.uint8)
         for row, i in enumerate(index[ok]):
             new_masks[row] = np.asarray(moved[i], dtype=np.uint8)

@@ -126,7 +126,7 @@ class DetectionDataset(Dataset):
             return image_masks(anns, *shape)
         except (ValueError, TypeError) as exc:
             raise DatasetError(
-                f"image id {image_id}: a segmentation does not decode: {exc}"
+                f"image id {image_id}, {exc} (validation reports every such annotation)"
             ) from None
 
 

@@ -20,6 +20,7 @@ mask".
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -39,35 +40,102 @@ def has_mask(ann: Mapping[str, Any]) -> bool:
 
 def segmentation_kind(seg: Any) -> str:
     """``polygon``, ``rle`` or ``rle_uncompressed``; :class:`ValueError` saying what is wrong
-    when ``seg`` is none of them."""
+    when ``seg`` is none of them (a compressed RLE is parsed: its runs must cover the size)."""
     if isinstance(seg, dict):
         size, counts = seg.get("size"), seg.get("counts")
         if not (isinstance(size, list | tuple) and len(size) == 2):
-            raise ValueError(f"RLE 'size' must be [height, width], got {size!r}")
-        if not all(isinstance(v, int) and v >= 0 for v in size):
-            raise ValueError(f"RLE 'size' must be two non-negative integers, got {size!r}")
+            raise ValueError(f"RLE 'size' must be [height, width], got {size!r:.60}")
+        if not all(_count(v) for v in size):
+            raise ValueError(f"RLE 'size' must be two non-negative integers, got {size!r:.60}")
         if isinstance(counts, str | bytes):
+            runs = _string_counts(counts)
+            if runs is None:
+                raise ValueError(f"RLE 'counts' is not a valid COCO RLE string: {counts!r:.40}")
+            _check_sum(runs, size, "compressed")
             return RLE
-        if isinstance(counts, list) and all(isinstance(v, int) and v >= 0 for v in counts):
-            if sum(counts) != size[0] * size[1]:
-                raise ValueError(
-                    f"uncompressed RLE counts sum to {sum(counts)}, not height x width "
-                    f"{size[0]} x {size[1]} = {size[0] * size[1]}"
-                )
+        if isinstance(counts, list) and all(_count(v) for v in counts):
+            _check_sum(counts, size, "uncompressed")
             return RLE_UNCOMPRESSED
-        raise ValueError("RLE 'counts' must be a string or a list of non-negative integers")
+        raise ValueError(
+            f"RLE 'counts' must be a string or a list of non-negative integers, got {counts!r:.40}"
+        )
     if isinstance(seg, list) and seg:
         for i, part in enumerate(seg):
-            if not isinstance(part, list) or not all(_finite(v) for v in part):
-                raise ValueError(f"polygon part {i} is not a list of finite numbers")
+            if not isinstance(part, list):
+                raise ValueError(
+                    f"polygon part {i} is {part!r:.30}, not a list [x1, y1, x2, y2, ...] "
+                    "(polygons are a list of parts: [[x1, y1, ...], ...])"
+                )
+            bad = [v for v in part if not _coordinate(v)]
+            if bad:
+                raise ValueError(
+                    f"polygon part {i} holds {bad[0]!r:.30} ({type(bad[0]).__name__}): coordinates "
+                    f"must be finite numbers within +-{MAX_COORDINATE:g} px"
+                )
             if len(part) % 2:
                 raise ValueError(f"polygon part {i} has an odd number of coordinates ({len(part)})")
         return POLYGON
     raise ValueError(f"segmentation must be polygons (a list) or RLE (a dict), got {seg!r:.60}")
 
 
-def _finite(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+# pycocotools rasterises polygons in C ints at 5x: coordinates far beyond any image overflow
+# them (a crash) or allocate without bound; larger ones are refused as malformed
+MAX_COORDINATE = 1e6
+
+
+def _coordinate(v: Any) -> bool:
+    return (
+        isinstance(v, numbers.Real)
+        and not isinstance(v, bool | np.bool_)
+        and math.isfinite(v)
+        and abs(v) <= MAX_COORDINATE
+    )
+
+
+def _count(v: Any) -> bool:
+    """A non-negative integer (not a bool, not a float)."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool | np.bool_) and v >= 0
+
+
+def _check_sum(runs: Sequence[int], size: Sequence[int], form: str) -> None:
+    h, w = size
+    if sum(runs) != h * w:
+        raise ValueError(
+            f"{form} RLE counts sum to {sum(runs)}, not height x width {h} x {w} = {h * w}"
+        )
+
+
+def _string_counts(counts: str | bytes) -> list[int] | None:
+    """The runs of a compressed COCO RLE string (pycocotools' ``rleFrString``, which reads a
+    corrupt string without complaint), or None when it is not one."""
+    if isinstance(counts, bytes):
+        try:
+            counts = counts.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    runs: list[int] = []
+    p = 0
+    while p < len(counts):
+        x = k = 0
+        more = True
+        while more:
+            if p >= len(counts):
+                return None  # the string ends inside a number
+            c = ord(counts[p]) - 48
+            if not 0 <= c < 64:
+                return None
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(runs) > 2:
+            x += runs[-2]
+        if x < 0:
+            return None
+        runs.append(x)
+    return runs
 
 
 def fewest_polygon_points(seg: Any) -> int | None:
@@ -103,6 +171,11 @@ def decode(seg: Any, height: int, width: int) -> np.ndarray:
     return mask_utils.decode(rle)
 
 
+def area(seg: Any, height: int, width: int) -> int:
+    """Pixels of ``seg`` in an image of ``height`` x ``width`` (an RLE: of its own size)."""
+    return int(mask_utils.area(to_rle(seg, height, width)))
+
+
 def encode(mask: np.ndarray) -> dict[str, Any]:
     """A ``(H, W)`` mask (bool or 0/1) as compressed COCO RLE with a JSON-ready ``counts``."""
     rle = mask_utils.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
@@ -113,7 +186,10 @@ def image_masks(anns: Sequence[Mapping[str, Any]], height: int, width: int) -> n
     """``(N, height, width)`` uint8 masks of ``anns`` (in order), decoded now (one image)."""
     out = np.zeros((len(anns), height, width), dtype=np.uint8)
     for i, ann in enumerate(anns):
-        out[i] = decode(ann["segmentation"], height, width)
+        try:
+            out[i] = decode(ann["segmentation"], height, width)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValueError(f"annotation id {ann.get('id')}: segmentation: {exc}") from None
     return out
 
 
@@ -162,6 +238,8 @@ def mask_facts(seg: Any, height: int, width: int, bbox: Sequence[float]) -> dict
 def _outside_px(seg: Iterable[list[float]], height: int, width: int) -> float:
     xs = np.concatenate([np.asarray(p[0::2], float) for p in seg])
     ys = np.concatenate([np.asarray(p[1::2], float) for p in seg])
+    if not xs.size:  # parts without points (reported by the points check)
+        return 0.0
     over = [-xs.min(), -ys.min(), xs.max() - width, ys.max() - height]
     return float(max(0.0, *over))
 

@@ -178,16 +178,21 @@ def box_sides(coco: CocoDataset, image_ids: Iterable[int]) -> list[float]:
     ]
 
 
-def mask_counts(coco: CocoDataset, image_ids: Iterable[int]) -> dict[str, int]:
-    """Non-crowd objects of ``image_ids`` and how many carry a segmentation (``model.task:
-    auto`` trains Mask R-CNN when all do)."""
+def mask_counts(coco: CocoDataset, image_ids: Iterable[int]) -> dict[str, Any]:
+    """Non-crowd objects of ``image_ids``, how many carry a segmentation (``model.task:
+    auto`` trains Mask R-CNN when all do) and the first annotation ids of those without."""
     objects = [
         a
         for i in image_ids
         for a in coco.annotations_by_image.get(i, [])
         if not a.get("iscrowd", 0)
     ]
-    return {"objects": len(objects), "with_mask": sum(1 for a in objects if has_mask(a))}
+    without = [a["id"] for a in objects if not has_mask(a)]
+    return {
+        "objects": len(objects),
+        "with_mask": len(objects) - len(without),
+        "without_mask_ids": without[:10],
+    }
 
 
 def compute_stats(coco: CocoDataset, intensity: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -227,7 +232,8 @@ def compute_stats(coco: CocoDataset, intensity: dict[str, Any] | None = None) ->
     }
     if tiling:
         out["tiling"] = tiling
-    out["masks"] = mask_counts(coco, train_ids)
+    # every split: Mask R-CNN validates during training and is scored on masks too
+    out["masks"] = mask_counts(coco, all_ids)
     if intensity is not None:
         out["intensity"] = intensity_stats(coco, intensity)
     return out

@@ -42,6 +42,7 @@ from ..modeling.config import (
     parse_section,
 )
 from .coco import CocoDataset
+from .masks import area as mask_area
 from .masks import crop, has_mask
 from .stats import box_sides
 
@@ -190,8 +191,9 @@ def clip_annotation(
 ) -> dict[str, Any] | None:
     """``ann`` in the coordinates of ``window`` (x, y, w, h), its box clipped to it and its
     segmentation cut to it (:func:`.masks.crop`); None when
-    it is dropped. An object is kept when at least ``min_visibility`` of its box is inside; a
-    crowd region (an area to ignore, COCO's ``iscrowd``) whenever any of it is inside."""
+    it is dropped. An object is kept when at least ``min_visibility`` of its box is inside (and,
+    with a mask, one of its pixels); a crowd region (an area to ignore, COCO's ``iscrowd``)
+    whenever any of its box is inside."""
     x0, y0, w, h = window
     bx, by, bw, bh = (float(v) for v in ann["bbox"])
     ix1, iy1 = max(bx, x0), max(by, y0)
@@ -206,6 +208,8 @@ def clip_annotation(
     out["area"] = float(ann.get("area", bw * bh)) * share
     if has_mask(ann):  # the mask cut to the tile too (Mask R-CNN trains on tiles)
         out["segmentation"] = crop(ann["segmentation"], window)
+        if not ann.get("iscrowd", 0) and not mask_area(out["segmentation"], h, w):
+            return None  # its box reaches the tile, none of its pixels do
     return out
 
 

@@ -221,22 +221,31 @@ def _slicing_from_tiling(
 
 def _auto_task(name: str, model: dict[str, Any], stats: Mapping[str, Any]) -> dict[str, Any] | None:
     """Set ``model["task"]`` when it is ``auto`` (or unset): instance segmentation when every
-    non-crowd training object has a segmentation, else detection; returns the note for
-    ``derived``."""
-    if not is_auto(model.get("task", "auto")):
-        return None
+    non-crowd object (of every split: training validates and is scored on masks) has a
+    segmentation, else detection; returns the note for ``derived``. An explicit
+    ``instance_segmentation`` on objects without masks is refused here, before training."""
     masks = stats.get("masks") or {}
     objects, with_mask = int(masks.get("objects", 0)), int(masks.get("with_mask", 0))
+    missing = list(masks.get("without_mask_ids") or [])
+    ids = f" (annotation ids {missing}{', ...' if objects - with_mask > len(missing) else ''})"
+    if model.get("task") == "instance_segmentation" and with_mask < objects:
+        raise ConfigError(
+            f"experiment {name!r}: model.task instance_segmentation needs a segmentation for "
+            f"every object, but {objects - with_mask} of {objects} objects have none"
+            f"{ids if missing else ''}; add their masks, or set model.task: detection (or auto)"
+        )
+    if not is_auto(model.get("task", "auto")):
+        return None
     if objects and with_mask == objects:
         model["task"] = "instance_segmentation"
-        reason = f"every one of the {objects} training objects has a segmentation (Mask R-CNN)"
+        reason = f"every one of the {objects} objects has a segmentation (Mask R-CNN)"
     else:
         model["task"] = "detection"
         reason = (
-            f"{with_mask} of {objects} training objects have a segmentation: boxes only "
-            "(Faster R-CNN); set model.task: instance_segmentation to require masks"
+            f"{with_mask} of {objects} objects have a segmentation{ids if missing else ''}: "
+            "boxes only (Faster R-CNN); set model.task: instance_segmentation to require masks"
             if with_mask
-            else "the training annotations have no segmentation: boxes only (Faster R-CNN)"
+            else "the annotations have no segmentation: boxes only (Faster R-CNN)"
         )
     logger.info("[%s] model.task auto: %s", name, reason)
     return {"value": model["task"], "why": reason}

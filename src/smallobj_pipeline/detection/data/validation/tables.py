@@ -296,7 +296,7 @@ def image_warnings(images: pd.DataFrame, min_levels: int, mode: str) -> list[str
         out.append(
             f"{len(rotated)} image(s) carry an EXIF orientation that turns them by 90 degrees "
             f"(image ids {ids}{', ...' if len(rotated) > MAX_LISTED else ''}): the pipeline "
-            "applies it, as annotation tools display the image; widths, heights and boxes must "
-            "refer to the turned image"
+            "applies it, as annotation tools display the image; widths, heights, boxes and masks "
+            "must refer to the turned image"
         )
     return out
