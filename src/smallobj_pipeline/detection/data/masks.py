@@ -10,7 +10,10 @@ Rasterising, run-length coding, area and box come from pycocotools' mask utiliti
 COCO's (the same pixels COCOeval scores). What is written here, because pycocotools has no
 function for it: telling the three forms apart, naming what is wrong with a malformed one
 (for validation, with the annotation's id), cutting a segmentation to a tile window and the
-measures validation checks (points outside the image, mask pixels outside the box).
+measures validation checks (points outside the image, mask pixels outside the box). Compressed
+RLE strings are also parsed here (:func:`_string_counts`, pycocotools' ``rleFrString`` in
+Python) before pycocotools sees them: its C reader accepts a corrupt string without complaint
+and decodes it to stray pixels, and huge polygon coordinates crash it, so both are refused first.
 
 Masks are decoded one image at a time (:func:`image_masks`), never held for a whole dataset.
 An empty ``segmentation`` (``[]``, ``{}`` or absent), as box-only exports write it, means "no
