@@ -175,6 +175,22 @@ def test_dataset_exists_only_for_a_complete_dataset(tmp_path):
     assert not dataset_exists(root)
 
 
+def test_a_sample_made_with_other_settings_is_not_reused(tmp_path):
+    root = tmp_path / "d"
+    generate_sample_dataset(
+        root, num_images=2, image_size=48, seed=0, min_objects=1, max_objects=2, max_side=12
+    )
+    assert dataset_exists(root, {"num_images": 2, "segmentation": False})
+    assert not dataset_exists(root, {"segmentation": True})  # a box-only sample, masks wanted
+    assert not dataset_exists(root, {"num_images": 3})
+    # a sample written before the `segmentation` setting existed was made without masks
+    data = json.loads((root / "annotations.json").read_text())
+    del data["info"]["params"]["segmentation"]
+    (root / "annotations.json").write_text(json.dumps(data))
+    assert dataset_exists(root, {"segmentation": False})
+    assert not dataset_exists(root, {"segmentation": True})
+
+
 def test_unknown_class_name_is_a_config_error_listing_the_shapes(tmp_path):
     with pytest.raises(ConfigError, match="ring") as excinfo:
         generate_sample_dataset(tmp_path / "x", num_images=1, classes=("ring", "star"))

@@ -23,14 +23,14 @@ class TorchCheckpointDataset(AbstractVersionedDataset[dict, dict]):
     """Saved with ``torch.save`` atomically; loaded with ``torch.load(weights_only=True)`` only,
     so a file carrying pickled code is refused rather than executed.
 
-    ``missing_ok: true`` loads ``None`` while no file (no version) exists: the retrain pipeline's
-    current champion before the first promotion.
+    ``missing_ok: true`` loads ``None`` while no file (no version) exists yet.
 
-    Example catalog entry::
+    Example catalog entry (the project's champions are partitions of this dataset,
+    ``retrain.champions``)::
 
-        retrain.champion_model:
+        my_model:
           type: smallobj_pipeline.datasets.TorchCheckpointDataset
-          filepath: data/06_models/champion/model.pt
+          filepath: data/06_models/my_model/model.pt
           versioned: true
     """
 

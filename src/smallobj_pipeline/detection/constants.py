@@ -49,10 +49,5 @@ SUMMARY_METRIC_KEYS = (
     "segm_map_50",
     "segm_map_small",
 )
-# the instance-segmentation (mask) metrics: COCO's summary with iouType "segm", mask IoUs
-SEGM_KEYS = tuple(f"segm_{k}" for k in COCO_KEYS) + (
-    "segm_iou_per_prediction",
-    "segm_iou_per_gt",
-)
 # the numbers printed on each epoch's log line, in this order
 EPOCH_LOG_KEYS = ("val_loss", "map_50", "map", "iou_per_prediction", "iou_per_gt")

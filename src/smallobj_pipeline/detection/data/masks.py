@@ -141,16 +141,10 @@ def _string_counts(counts: str | bytes) -> list[int] | None:
     return runs
 
 
-def fewest_polygon_points(seg: Any) -> int | None:
-    """The fewest points of any part of a polygon segmentation (None for RLE)."""
-    if segmentation_kind(seg) != POLYGON:
-        return None
-    return min(len(part) // 2 for part in seg)
-
-
-def to_rle(seg: Any, height: int, width: int) -> dict[str, Any]:
-    """One compressed RLE of ``seg`` (parts merged) for an image of ``height`` x ``width``."""
-    kind = segmentation_kind(seg)
+def to_rle(seg: Any, height: int, width: int, kind: str | None = None) -> dict[str, Any]:
+    """One compressed RLE of ``seg`` (parts merged) for an image of ``height`` x ``width``;
+    ``kind``: ``seg``'s :func:`segmentation_kind` when the caller has checked it already."""
+    kind = kind or segmentation_kind(seg)
     if kind == POLYGON:
         parts = [p for p in seg if len(p) >= 6]  # a part of < 3 points has no area
         if not parts:
@@ -159,11 +153,7 @@ def to_rle(seg: Any, height: int, width: int) -> dict[str, Any]:
     if kind == RLE_UNCOMPRESSED:
         h, w = seg["size"]
         return mask_utils.frPyObjects(seg, h, w)
-    counts = seg["counts"]
-    return {
-        "size": list(seg["size"]),
-        "counts": counts.encode() if isinstance(counts, str) else counts,
-    }
+    return _bytes_rle(seg)
 
 
 def decode(seg: Any, height: int, width: int) -> np.ndarray:
@@ -221,14 +211,14 @@ def mask_facts(seg: Any, height: int, width: int, bbox: Sequence[float]) -> dict
         facts["error"] = str(exc)
         return facts
     if kind == POLYGON:
-        facts["min_points"] = fewest_polygon_points(seg)
+        facts["min_points"] = min(len(part) // 2 for part in seg)
         facts["outside_px"] = _outside_px(seg, height, width)
     else:
         facts["rle_height"], facts["rle_width"] = (int(v) for v in seg["size"])
         if (facts["rle_height"], facts["rle_width"]) != (height, width):
             return facts
     try:
-        rle = to_rle(seg, height, width)
+        rle = to_rle(seg, height, width, kind)
     except (ValueError, TypeError) as exc:  # a corrupt compressed string
         facts["error"] = f"RLE does not decode: {exc}"
         return facts
@@ -263,6 +253,7 @@ def rle_iou(dt: Sequence[Mapping[str, Any]], gt: Sequence[Mapping[str, Any]]) ->
 
 
 def _bytes_rle(rle: Mapping[str, Any]) -> dict[str, Any]:
+    """A compressed RLE as pycocotools' C functions take it (``counts`` as bytes)."""
     counts = rle["counts"]
     return {
         "size": list(rle["size"]),

@@ -11,6 +11,7 @@ its own ``numpy`` generator seeded with ``(seed, image index)``.
 
 from __future__ import annotations
 
+import inspect
 import io as _stdio
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -498,6 +499,12 @@ def _seeded_splits(ids: list[int], seed: int) -> dict[str, list[int]]:
     return {name: sorted(part) for name, part in zip(SPLIT_NAMES, parts, strict=True)}
 
 
+def _default(name: str) -> Any:
+    """The default of :func:`generate_sample_dataset`'s argument ``name`` (None if it has none)."""
+    param = inspect.signature(generate_sample_dataset).parameters.get(name)
+    return None if param is None or param.default is inspect.Parameter.empty else param.default
+
+
 def dataset_exists(out_dir: str | Path, params: dict[str, Any] | None = None) -> bool:
     """True when ``out_dir`` holds a readable ``annotations.json`` whose image files all exist
     and, with ``params`` (generator arguments), that was generated with those values (a sample
@@ -512,8 +519,8 @@ def dataset_exists(out_dir: str | Path, params: dict[str, Any] | None = None) ->
         if not isinstance(images, list):
             return False
         made_with = (data.get("info") or {}).get("params") or {}
-        if any(made_with.get(k, False if k == "segmentation" else None) != v
-               for k, v in (params or {}).items()):  # fmt: skip
+        # a setting added after the sample was made counts as made with its default
+        if any(made_with.get(k, _default(k)) != v for k, v in (params or {}).items()):
             return False
         return all(safe_join(out_dir, str(img["file_name"])).is_file() for img in images)
     except (DatasetError, KeyError, TypeError):

@@ -379,13 +379,13 @@ def run_cocoeval(
 
 def _result_copy(p: dict[str, Any], iou_type: str) -> dict[str, Any]:
     """A prediction for ``loadRes`` (which writes into the dicts it gets): for ``bbox`` without
-    its mask (loadRes would score the mask), for ``segm`` with its RLE only."""
-    out = {k: v for k, v in p.items() if k != "segmentation"}
-    out["bbox"] = list(p["bbox"])
+    its mask (loadRes would score the mask), for ``segm`` with its RLE and without its box."""
+    out = {k: v for k, v in p.items() if k not in ("bbox", "segmentation")}
     if iou_type == "segm":
         seg = p["segmentation"]
-        out = {k: v for k, v in out.items() if k != "bbox"}
         out["segmentation"] = {"size": list(seg["size"]), "counts": seg["counts"]}
+    else:
+        out["bbox"] = list(p["bbox"])
     return out
 
 

@@ -44,9 +44,9 @@ ON_ERROR = ("skip", "fail")
 
 
 def resolve_model_path(spec: str, models_dir: str | Path, registry_path: str | Path) -> Path:
-    """``champion`` -> the registry's champion (the version it names of
-    ``<models_dir>/champion/model.pt``); an experiment name -> ``<models_dir>/<name>/model.pt``;
-    otherwise a path to a model file."""
+    """``champion`` -> the registry's champion (``<models_dir>/champions/<version>/model.pt``,
+    or an older layout, see :func:`..engine.registry.champion_file`); an experiment name ->
+    ``<models_dir>/<name>/model.pt``; otherwise a path to a model file."""
     models_dir, registry_path = Path(models_dir), Path(registry_path)
     if spec == "champion":
         if not registry_path.is_file():

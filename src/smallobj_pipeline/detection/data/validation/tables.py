@@ -87,7 +87,7 @@ def _segmentation_facts(ann: dict[str, Any], img: dict[str, Any] | None) -> dict
     """What the segmentation checks look at (NaN / None: no segmentation, or no image)."""
     out: dict[str, Any] = dict.fromkeys(SEGMENTATION_COLUMNS, float("nan"))
     out["seg_error"] = None
-    if not has_mask(ann) and not ann.get("segmentation"):
+    if not ann.get("segmentation"):
         return out
     if not has_mask(ann):  # present but neither a list nor a dict
         out["seg_error"] = (
